@@ -1,0 +1,20 @@
+# The two commands of the README: `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+
+.PHONY: run test lint bootstrap
+
+bootstrap:
+	@scripts/bootstrap
+
+run: bootstrap
+	uv run sessiongate migrate
+	uv run sessiongate smoke
+
+lint: bootstrap
+	uv run ruff check .
+	uv run ruff format --check .
+	uv run mypy
+
+test: lint
+	uv run pytest

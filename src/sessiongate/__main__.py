@@ -1,0 +1,3 @@
+from sessiongate.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""The `sessiongate` command line."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sessiongate import __version__
+from sessiongate.errors import SessionGateError
+from sessiongate.smoke import SmokeReport, run_smoke
+from sessiongate.store import default_store_url, open_store, parse_store_url
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="sessiongate: a chat-agent gateway whose sessions always end well.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="SESSIONGATE_STORE",
+        help="Store URL: sqlite:///path/to/file.db or postgresql://… "
+        "(default: SQLite in the user's data directory).",
+    ),
+]
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; a sessiongate error becomes a clear message and exit code 1."""
+    try:
+        return asyncio.run(work())
+    except SessionGateError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sessiongate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """sessiongate: a chat-agent gateway whose sessions always end well."""
+
+
+@app.command()
+def migrate(store: StoreOption = None) -> None:
+    """Apply pending schema migrations to the store (safe to run again)."""
+    url = store or default_store_url()
+
+    async def work() -> str:
+        parsed = parse_store_url(url)
+        opened = await open_store(url, migrate=True)
+        try:
+            version = await opened.schema_version()
+        finally:
+            await opened.close()
+        return f"store {parsed.redacted()} is at schema version {version}"
+
+    console.print(_run(work))
+
+
+@app.command()
+def smoke(
+    store: StoreOption = None,
+    hooks_dir: Annotated[
+        Path | None,
+        typer.Option("--hooks-dir", help="Directory hooks to deliver the events to."),
+    ] = None,
+    user: Annotated[str, typer.Option(help="The user id of the smoke conversation.")] = "smoke",
+) -> None:
+    """Run a short conversation through the lifecycle and show how it ended."""
+    url = store or default_store_url()
+
+    async def work() -> SmokeReport:
+        opened = await open_store(url, migrate=True)
+        try:
+            return await run_smoke(opened, hooks_dir=hooks_dir, user=user)
+        finally:
+            await opened.close()
+
+    report = _run(work)
+    for problem in report.hook_problems:
+        err_console.print(f"[yellow]hook skipped:[/] {problem}")
+    table = Table(title=f"session {report.ended.id} ({report.ended.turn_count} turns)")
+    for column in ("consumer", "kind", "state", "attempts"):
+        table.add_column(column)
+    for job in report.consumers:
+        table.add_row(job.idempotency_key, job.kind, str(job.state), str(job.attempts))
+    console.print(table)
+    console.print(
+        f"ended with [bold]{report.ended.end_reason}[/]: state [bold]{report.ended.state}[/]; "
+        f"the conversation continues in {report.current.id}"
+    )
+    for hit in report.recalled:
+        console.print(f"recalled from {hit.provider} (session {hit.session_id}): {hit.text!r}")
+    if not report.recalled:
+        console.print("[yellow]nothing was recalled from memory[/]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """The console script's entry point."""
+    app()

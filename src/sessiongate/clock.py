@@ -1,0 +1,47 @@
+"""The clock and the random source, injected everywhere time or chance matters.
+
+Pure logic takes `now` as an argument; components that need to wait or read time
+take a `Clock`. Tests pass `sessiongate.testing.FakeClock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """A source of the current time that can also wait."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` of this clock's time."""
+        ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class RandomSource(Protocol):
+    """The subset of `random.Random` sessiongate uses; a seeded `random.Random` fits."""
+
+    def random(self) -> float: ...
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+
+def system_random() -> RandomSource:
+    """A random source seeded from the operating system."""
+    return random.SystemRandom()

@@ -1,0 +1,214 @@
+"""The outbox worker: claim due jobs with leases, run them, persist the outcome.
+
+A job is held under a lease that a heartbeat keeps alive; the outcome is
+recorded only with the fencing token of the claim, so a worker that lost its
+lease (paused, partitioned) cannot overwrite the outcome of the one that took
+the job over. Retry decisions come from a pure `RetryPolicies`; the worker only
+persists them. A job that exhausts its policy becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from sessiongate.clock import Clock, RandomSource
+from sessiongate.errors import PermanentFailure
+from sessiongate.models import Job
+from sessiongate.retry import GiveUp, RetryPolicies
+from sessiongate.store.base import Store
+
+log = logging.getLogger(__name__)
+
+JobHandler = Callable[[Job], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How a worker claims and holds jobs."""
+
+    concurrency: int = 8
+    lease_seconds: float = 30.0
+    # Upper bound of an idle sleep: other replicas' jobs are seen at least this often.
+    poll_seconds: float = 1.0
+    drain_seconds: float = 10.0
+
+
+class Worker:
+    """Runs outbox jobs through the handler registered for their kind."""
+
+    def __init__(
+        self,
+        store: Store,
+        handlers: Mapping[str, JobHandler],
+        *,
+        owner: str,
+        clock: Clock,
+        rand: RandomSource,
+        retry: RetryPolicies,
+        settings: WorkerSettings | None = None,
+    ) -> None:
+        self._store = store
+        self._handlers = dict(handlers)
+        self._owner = owner
+        self._clock = clock
+        self._rand = rand
+        self._retry = retry
+        self._settings = settings or WorkerSettings()
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    def wake(self) -> None:
+        """Look for due jobs now (called when this process enqueued something)."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Claim what is due now, run it to completion, and return how many ran."""
+        jobs = await self._claim(self._settings.concurrency)
+        await asyncio.gather(*(self._run(job) for job in jobs))
+        return len(jobs)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set, then drain in-flight jobs within `drain_seconds`.
+
+        Jobs still running after the drain are cancelled; their leases expire and
+        another worker (or this one after a restart) takes them over.
+        """
+        try:
+            while not stop.is_set():
+                free = self._settings.concurrency - len(self._running)
+                claimed = await self._claim(free) if free > 0 else []
+                for job in claimed:
+                    task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+                    self._running.add(task)
+                    task.add_done_callback(self._finished)
+                if claimed and len(claimed) == free:
+                    continue
+                await self._idle(stop)
+        finally:
+            await self._drain()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        # Cleared before the read, not after: a wake-up arriving while we read
+        # must cut the coming sleep short, not be lost.
+        self._wake.clear()
+        delay = self._settings.poll_seconds
+        due = await self._store.next_job_due()
+        if due is not None:
+            delay = min(delay, max(0.0, (due - self._clock.now()).total_seconds()))
+        if delay <= 0 and len(self._running) >= self._settings.concurrency:
+            delay = self._settings.poll_seconds
+        waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
+        sleeper = asyncio.create_task(self._clock.sleep(delay))
+        try:
+            await asyncio.wait([*waits, sleeper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*waits, sleeper):
+                task.cancel()
+            await asyncio.gather(*waits, sleeper, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        _done, pending = await asyncio.wait(self._running, timeout=self._settings.drain_seconds)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            log.warning("shutdown left %d jobs to lease expiry", len(pending))
+
+    async def _claim(self, limit: int) -> list[Job]:
+        return await self._store.claim_jobs(
+            self._owner,
+            at=self._clock.now(),
+            lease_seconds=self._settings.lease_seconds,
+            limit=limit,
+        )
+
+    async def _run(self, job: Job) -> None:
+        handler = self._handlers.get(job.kind)
+        heartbeat = asyncio.create_task(self._heartbeat(job))
+        error: str | None = None
+        permanent = False
+        try:
+            if handler is None:
+                error, permanent = f"no handler is registered for job kind {job.kind!r}", True
+            else:
+                await handler(job)
+        except asyncio.CancelledError:
+            raise
+        except PermanentFailure as exc:
+            error, permanent = f"{type(exc).__name__}: {exc}", True
+        except Exception as exc:  # noqa: BLE001 - isolation point: a job never stops the worker
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "job %s (%s) failed for session %s: %s", job.id, job.kind, job.session_id, error
+            )
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        await self._record(job, error, permanent=permanent)
+
+    async def _record(self, job: Job, error: str | None, *, permanent: bool) -> None:
+        now = self._clock.now()
+        token = job.fencing_token
+        if error is None:
+            kept = await self._store.complete_job(job.id, token, at=now)
+        else:
+            decision = self._retry.for_kind(job.kind).decide(
+                job.attempts, job.created_at, now, self._rand
+            )
+            if permanent or isinstance(decision, GiveUp):
+                reason = "permanent failure"
+                if not permanent and isinstance(decision, GiveUp):
+                    reason = decision.reason
+                kept = await self._store.bury_job(
+                    job.id, token, error=f"{error} ({reason})", at=now
+                )
+                log.error(
+                    "job %s (%s) of session %s is dead: %s", job.id, job.kind, job.session_id, error
+                )
+            else:
+                kept = await self._store.retry_job(
+                    job.id, token, run_after=decision.at, error=error, at=now
+                )
+        if not kept:
+            log.warning("job %s lost its lease before its outcome was recorded", job.id)
+
+    async def _heartbeat(self, job: Job) -> None:
+        interval = self._settings.lease_seconds / 3
+        while True:
+            await self._clock.sleep(interval)
+            try:
+                held = await self._store.heartbeat(
+                    job.id,
+                    job.fencing_token,
+                    at=self._clock.now(),
+                    lease_seconds=self._settings.lease_seconds,
+                )
+            except Exception:
+                # Isolation point: a store hiccup must neither end the heartbeat (the
+                # lease would lapse under a live job) nor replace the job's outcome.
+                log.warning(
+                    "heartbeat of job %s (session %s) failed; trying again in %.1fs",
+                    job.id,
+                    job.session_id,
+                    interval,
+                    exc_info=True,
+                )
+                continue
+            if not held:
+                log.warning("job %s lost its lease (session %s)", job.id, job.session_id)
+                return

@@ -1,0 +1,1 @@
+"""Tests of directory hooks, plugins, events and the dispatcher."""

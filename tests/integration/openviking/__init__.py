@@ -1,0 +1,1 @@
+"""The OpenViking provider against the real OpenViking server."""
