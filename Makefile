@@ -2,13 +2,15 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: run test lint bootstrap
+.PHONY: run smoke test lint bootstrap
 
 bootstrap:
 	@scripts/bootstrap
 
 run: bootstrap
-	uv run sessiongate migrate
+	uv run sessiongate run
+
+smoke: bootstrap
 	uv run sessiongate smoke
 
 lint: bootstrap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -12,7 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sessiongate import __version__
+from sessiongate.cli_config import config_app
+from sessiongate.config import Settings, load_settings
 from sessiongate.errors import SessionGateError
+from sessiongate.gateway.process import GatewayProcess
+from sessiongate.platforms.terminal import read_stdin, repl, terminal_source
 from sessiongate.smoke import SmokeReport, run_smoke
 from sessiongate.store import default_store_url, open_store, parse_store_url
 
@@ -21,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
     help="sessiongate: a chat-agent gateway whose sessions always end well.",
 )
+app.add_typer(config_app, name="config")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -117,6 +123,88 @@ def smoke(
         console.print("[yellow]nothing was recalled from memory[/]")
     if not report.ok:
         raise typer.Exit(1)
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="SESSIONGATE_CONFIG",
+        help="The YAML config file (default: the user's config dir, else embedded defaults).",
+    ),
+]
+
+
+def _settings(config: Path | None, store: str | None = None) -> Settings:
+    try:
+        settings = load_settings(config)
+    except SessionGateError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    if store:
+        settings = settings.model_copy(update={"store": store})
+    return settings
+
+
+@app.command()
+def run(config: ConfigOption = None, store: StoreOption = None) -> None:
+    """Run the gateway: web chat page, HTTP APIs, platforms, workers and timers."""
+    settings = _settings(config, store)
+
+    async def work() -> None:
+        process = await GatewayProcess.open(settings)
+        for problem in process.hook_problems:
+            err_console.print(f"[yellow]hook skipped:[/] {problem}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        started = asyncio.Event()
+        serving = asyncio.create_task(process.serve(stop, started=started))
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait({serving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if started.is_set():
+            host = settings.server.host
+            console.print(
+                f"sessiongate is serving on [bold]http://{host}:{process.port}/[/] "
+                f"(agent: {process.agent.name}; memory: {', '.join(settings.memory.providers)}; "
+                f"store: {parse_store_url(settings.store or default_store_url()).redacted()})"
+            )
+            console.print("press Ctrl-C to stop; live sessions stay live across a restart")
+        waiter.cancel()
+        await serving
+
+    _run(work)
+
+
+def _plain(text: str) -> None:
+    # Agent text is shown as it is: never read as Rich markup.
+    console.print(text, markup=False, highlight=False)
+
+
+@app.command()
+def chat(
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    user: Annotated[str | None, typer.Option(help="Talk as this user (default: you).")] = None,
+) -> None:
+    """Talk to the agent in the terminal, against the configured store (no server needed)."""
+    settings = _settings(config, store)
+
+    async def work() -> int:
+        process = await GatewayProcess.open(settings)
+        stop = asyncio.Event()
+        background = asyncio.create_task(process.lifecycle.run(stop))
+        try:
+            return await repl(process.gateway, terminal_source(user), read=read_stdin, write=_plain)
+        finally:
+            await process.gateway.drain(settings.gateway.drain_seconds)
+            stop.set()
+            await background
+            await process.close()
+
+    _run(work)
 
 
 def main() -> None:

@@ -58,6 +58,11 @@ def _job(session: Session, event: Event, *, gates_finalize: bool) -> NewJob:
     )
 
 
+def notification_job(session: Session, event: Event) -> NewJob:
+    """A notification event about a live session (agent:start, agent:end, …) for the outbox."""
+    return _job(session, event, gates_finalize=False)
+
+
 def start_jobs(session: Session, *, reason: str, old_session_id: str | None = None) -> list[NewJob]:
     """What a session start (or reopening) enqueues: its `session:start` event."""
     event = events.session_start(

@@ -15,6 +15,7 @@ from typing import Any
 
 from sessiongate.clock import Clock
 from sessiongate.errors import Conflict, InvalidInput, NotFound, SessionClosed
+from sessiongate.hooks.events import Event
 from sessiongate.ids import IdGenerator
 from sessiongate.keys import session_key
 from sessiongate.lifecycle.checkpoints import checkpoint_timer
@@ -23,6 +24,7 @@ from sessiongate.lifecycle.consumers import (
     checkpoint_jobs,
     end_jobs,
     forget_user_jobs,
+    notification_job,
     start_jobs,
 )
 from sessiongate.lifecycle.settings import LifecycleSettings
@@ -159,6 +161,11 @@ class Engine:
             await self._store.enqueue(jobs, at=self._clock.now())
             self._on_change()
         return stored
+
+    async def notify(self, session: Session, event: Event) -> None:
+        """Deliver a notification event about `session` to the hooks, through the outbox."""
+        await self._store.enqueue([notification_job(session, event)], at=self._clock.now())
+        self._on_change()
 
     async def end_session(
         self, session_id: str, reason: EndReason, *, detail: str | None = None

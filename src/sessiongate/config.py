@@ -1,0 +1,375 @@
+"""The configuration: one YAML file plus environment variables, read once into frozen settings.
+
+Every section is a pydantic model that forbids unknown keys, so a typo is an error
+that names its path (`server.prot`) and, where a known key is close, the one that
+was meant. Hermes users' words (`session_reset`, `reset_by_platform`,
+`reset_by_type`, `group_sessions_per_user`, `thread_sessions_per_user`,
+`session_store_max_age_days`) are accepted as they are. Secrets are never written
+in the file itself: keys ending in `_env` name the environment variable that holds
+them.
+
+Environment variables override the file: `SESSIONGATE_STORE`, `SESSIONGATE_HOST`,
+`SESSIONGATE_PORT` and `SESSIONGATE_TOKEN`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import platformdirs
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sessiongate.errors import ConfigError
+from sessiongate.keys import DEFAULT_PROFILE, KeyPolicy
+from sessiongate.lifecycle.settings import LifecycleSettings
+from sessiongate.policy import ResetRules
+from sessiongate.validation import DEFAULT_MAX_MESSAGE_BYTES
+
+DEFAULT_PORT = 8420
+CONFIG_ENV = "SESSIONGATE_CONFIG"
+
+
+class Section(BaseModel):
+    """A configuration section: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Section):
+    """The one HTTP server: web chat page, HTTP APIs, webhooks."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
+    # Required by the web page, the HTTP APIs and the terminal when the server is
+    # bound to anything but loopback. Prefer `token_env`.
+    token: str | None = None
+    token_env: str | None = None
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the server is reachable from this machine only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def access_token(self) -> str | None:
+        """The token clients must present, if one is configured."""
+        if self.token_env:
+            return os.environ.get(self.token_env) or self.token
+        return self.token
+
+
+class BusyPolicy(StrEnum):
+    """What a message does when the agent is still answering the same session."""
+
+    QUEUE = "queue"
+    INTERRUPT = "interrupt"
+    REJECT = "reject"
+
+
+class GatewaySettings(Section):
+    """How inbound messages are handled."""
+
+    busy: BusyPolicy = BusyPolicy.QUEUE
+    max_message_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_MESSAGE_BYTES
+    # How long a stop waits for running turns before it interrupts them.
+    drain_seconds: Annotated[float, Field(ge=0)] = 10.0
+    # User ids that may /resume other users' sessions and end any session.
+    admins: tuple[str, ...] = ()
+
+
+class OfflineAgentSettings(Section):
+    """The default agent: deterministic replies, no model needed."""
+
+    kind: Literal["offline"] = "offline"
+
+
+class OpenAIAgentSettings(Section):
+    """Any OpenAI-compatible chat completions endpoint."""
+
+    kind: Literal["openai"]
+    base_url: str
+    model: str
+    # The environment variable holding the API key (unset is fine for local servers).
+    api_key_env: str = "OPENAI_API_KEY"
+    system_prompt: str = (
+        "You are a helpful assistant. Use the memory-context block, when present, as "
+        "background about this user; search memory when earlier conversations matter."
+    )
+    # Ledger history sent with each turn, newest first, within this many tokens.
+    history_tokens: Annotated[int, Field(gt=0)] = 6000
+    timeout: Annotated[float, Field(gt=0)] = 60.0
+    temperature: float | None = None
+    max_tool_rounds: Annotated[int, Field(ge=0, le=8)] = 3
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1")
+        return value
+
+
+AgentSettings = Annotated[OfflineAgentSettings | OpenAIAgentSettings, Field(discriminator="kind")]
+
+
+def _local_only() -> dict[str, dict[str, Any] | None]:
+    return {"local": {}}
+
+
+class MemorySettings(Section):
+    """Long-term memory providers (by name) and recall."""
+
+    # Name → settings; see `sessiongate.memory.registry` for each kind's keys.
+    providers: dict[str, dict[str, Any] | None] = Field(default_factory=_local_only)
+    recall_deadline_ms: Annotated[int, Field(gt=0, le=60_000)] = 300
+    recall_limit: Annotated[int, Field(ge=1, le=100)] = 8
+    # Rolling commit checkpoints of live sessions (0 turns: only at the end).
+    checkpoint_every_turns: Annotated[int, Field(ge=0)] = 40
+    checkpoint_quiet: str | None = "10m"
+
+
+class TelegramSettings(Section):
+    """A Telegram bot (python-telegram-bot)."""
+
+    enabled: bool = True
+    token_env: str = "TELEGRAM_BOT_TOKEN"
+    mode: Literal["polling", "webhook"] = "polling"
+    # The public URL Telegram posts updates to, in webhook mode; the gateway serves
+    # it at `webhook_path` on its own HTTP server.
+    webhook_url: str | None = None
+    webhook_path: str = "/telegram/webhook"
+    webhook_secret_env: str | None = None
+    # Telegram user ids allowed to talk to the bot; empty refuses everyone.
+    allowed_users: tuple[str, ...] = ()
+    allow_all_users: bool = False
+    # The Bot API server (tests and self-hosted Bot API servers change it).
+    base_url: str = "https://api.telegram.org/bot"
+    poll_timeout: Annotated[float, Field(ge=0)] = 30.0
+
+
+class WebSettings(Section):
+    """The web chat page at `/`."""
+
+    enabled: bool = True
+
+
+class ApiSettings(Section):
+    """`/api/v1/messages` and the OpenAI-compatible `/v1/chat/completions`."""
+
+    enabled: bool = True
+    # The header naming the conversation on /v1/chat/completions (else the `user` field).
+    conversation_header: str = "X-Session-Key"
+
+
+class PlatformSettings(Section):
+    """The chat platforms; the web page and the HTTP APIs are on by default."""
+
+    web: WebSettings = Field(default_factory=WebSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    telegram: TelegramSettings | None = None
+
+
+class Settings(Section):
+    """Everything sessiongate reads from its configuration, validated and frozen."""
+
+    store: str | None = None
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    hooks_dir: Path | None = None
+    agent: AgentSettings = Field(default_factory=OfflineAgentSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    platforms: PlatformSettings = Field(default_factory=PlatformSettings)
+    timezone: str = "UTC"
+    profile: str = DEFAULT_PROFILE
+    # Hermes words.
+    session_reset: dict[str, Any] | None = None
+    reset_by_platform: dict[str, dict[str, Any]] | None = None
+    reset_by_type: dict[str, dict[str, Any]] | None = None
+    group_sessions_per_user: bool = True
+    thread_sessions_per_user: bool = False
+    session_store_max_age_days: Annotated[int, Field(ge=0)] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(cached_property,))
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name like Europe/Berlin"
+            ) from None
+        return value
+
+    @field_validator("hooks_dir")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+    @cached_property
+    def reset_rules(self) -> ResetRules:
+        """The reset rules the Hermes words describe."""
+        return ResetRules.from_config(
+            self.session_reset, self.reset_by_platform, self.reset_by_type
+        )
+
+    def lifecycle(self) -> LifecycleSettings:
+        """The engine's part of the settings."""
+        from sessiongate.policy import parse_duration
+
+        quiet = self.memory.checkpoint_quiet
+        return LifecycleSettings(
+            keys=KeyPolicy(
+                profile=self.profile,
+                group_sessions_per_user=self.group_sessions_per_user,
+                thread_sessions_per_user=self.thread_sessions_per_user,
+            ),
+            reset=self.reset_rules,
+            tz=ZoneInfo(self.timezone),
+            providers=tuple(self.memory.providers),
+            max_message_bytes=self.gateway.max_message_bytes,
+            checkpoint_every_turns=self.memory.checkpoint_every_turns or None,
+            checkpoint_quiet=None
+            if quiet is None
+            else parse_duration(quiet, what="memory.checkpoint_quiet"),
+        )
+
+    def hooks_directory(self) -> Path | None:
+        """The directory hooks load from: the configured one, else the default if it exists."""
+        if self.hooks_dir is not None:
+            return self.hooks_dir
+        default = Path("~/.sessiongate/hooks").expanduser()
+        return default if default.is_dir() else None
+
+
+def default_config_path() -> Path:
+    """Where `sessiongate run` looks for a config file when none is given."""
+    return Path(platformdirs.user_config_dir("sessiongate", appauthor=False)) / "config.yaml"
+
+
+def load_settings(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the configuration once: `path` (else `$SESSIONGATE_CONFIG`, else the default file
+    if it exists, else the embedded defaults), then the environment overrides."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    if path is None and default_config_path().is_file():
+        path = default_config_path()
+    data = {} if path is None else _read_yaml(path)
+    overrides = {
+        "SESSIONGATE_STORE": ("store",),
+        "SESSIONGATE_HOST": ("server", "host"),
+        "SESSIONGATE_PORT": ("server", "port"),
+        "SESSIONGATE_TOKEN": ("server", "token"),
+    }
+    for var, where in overrides.items():
+        if env.get(var):
+            target = data
+            for part in where[:-1]:
+                target = target.setdefault(part, {})
+                if not isinstance(target, dict):
+                    raise ConfigError(f"{'.'.join(where[:-1])} must be a mapping")
+            target[where[-1]] = env[var]
+    return parse_settings(data, origin=str(path) if path else "the embedded defaults")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of settings at the top level")
+    return data
+
+
+def parse_settings(data: Mapping[str, Any], *, origin: str = "the configuration") -> Settings:
+    """Validate `data` into `Settings`; a `ConfigError` names every bad key by its path."""
+    try:
+        settings = Settings.model_validate(dict(data))
+        settings.reset_rules  # noqa: B018 - validates the Hermes reset words now
+        settings.lifecycle()
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        raise ConfigError(f"{origin}: " + "; ".join(problems)) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    return settings
+
+
+def _describe(error: Any) -> str:
+    loc = [str(part) for part in error["loc"]]
+    path = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown key {path!r}{hint} (allowed here: {', '.join(allowed)})"
+    return f"{path}: {error['msg']}"
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """The keys a section at `loc` takes (best effort, for hints)."""
+    model: Any = Settings
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            # A discriminated union member (agent.openai): the tag names the model.
+            candidates = {"offline": OfflineAgentSettings, "openai": OpenAIAgentSettings}
+            model = candidates.get(part, model)
+            continue
+        annotation = field.annotation
+        model = _section_of(annotation) or model
+    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _section_of(annotation: Any) -> type[Section] | None:
+    if isinstance(annotation, type) and issubclass(annotation, Section):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _section_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, with secrets masked (for `config show`)."""
+    data = settings.model_dump(mode="json")
+    if data["server"].get("token"):
+        data["server"]["token"] = "***"
+    for options in (data["memory"].get("providers") or {}).values():
+        for key in list(options or {}):
+            if any(word in key.lower() for word in ("key", "token", "secret", "password")) and (
+                not key.endswith("_env")
+            ):
+                options[key] = "***"
+    if data.get("store"):
+        from sessiongate.store.url import parse_store_url
+
+        data["store"] = parse_store_url(data["store"]).redacted()
+    return data
