@@ -17,6 +17,7 @@ from sessiongate.cli_config import config_app
 from sessiongate.config import Settings, load_settings
 from sessiongate.errors import SessionGateError
 from sessiongate.gateway.process import GatewayProcess
+from sessiongate.logs import configure_logging
 from sessiongate.platforms.terminal import read_stdin, repl, terminal_source
 from sessiongate.smoke import SmokeReport, run_smoke
 from sessiongate.store import default_store_url, open_store, parse_store_url
@@ -151,6 +152,7 @@ def _settings(config: Path | None, store: str | None = None) -> Settings:
 def run(config: ConfigOption = None, store: StoreOption = None) -> None:
     """Run the gateway: web chat page, HTTP APIs, platforms, workers and timers."""
     settings = _settings(config, store)
+    configure_logging(settings.log.format, settings.log.level)
 
     async def work() -> None:
         process = await GatewayProcess.open(settings)

@@ -182,6 +182,13 @@ class PlatformSettings(Section):
     telegram: TelegramSettings | None = None
 
 
+class LogSettings(Section):
+    """Where log lines go is standard error; this says how they look."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class Settings(Section):
     """Everything sessiongate reads from its configuration, validated and frozen."""
 
@@ -192,6 +199,7 @@ class Settings(Section):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     platforms: PlatformSettings = Field(default_factory=PlatformSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     timezone: str = "UTC"
     profile: str = DEFAULT_PROFILE
     # Hermes words.

@@ -32,6 +32,7 @@ from sessiongate.hooks.decision import DecisionKind
 from sessiongate.hooks.dispatcher import HookDispatcher
 from sessiongate.ids import IdGenerator
 from sessiongate.lifecycle.engine import Engine, Routed
+from sessiongate.logs import about_session
 from sessiongate.memory.provider import RecallHit, RecallScope
 from sessiongate.memory.recall import Recaller
 from sessiongate.models import Entry, Role, Session, Source
@@ -160,6 +161,13 @@ class Gateway:
 
     async def _message(self, key: str, source: Source, inbound: Inbound) -> Outbound:
         routed, entry = await self._write_ahead(source, inbound)
+        with about_session(routed.session.id):
+            return await self._respond(key, source, inbound, routed, entry)
+
+    async def _respond(
+        self, key: str, source: Source, inbound: Inbound, routed: Routed, entry: Entry
+    ) -> Outbound:
+        """Everything after the write-ahead: events, recall, the agent, the reply."""
         session = routed.session
         preamble = None
         if routed.ended is not None and self._announces_reset(routed.ended):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sessiongate.clock import Clock, RandomSource
 from sessiongate.errors import PermanentFailure
+from sessiongate.logs import about_session
 from sessiongate.models import Job
 from sessiongate.retry import GiveUp, RetryPolicies
 from sessiongate.store.base import Store
@@ -137,6 +138,10 @@ class Worker:
         )
 
     async def _run(self, job: Job) -> None:
+        with about_session(job.session_id):
+            await self._execute(job)
+
+    async def _execute(self, job: Job) -> None:
         handler = self._handlers.get(job.kind)
         heartbeat = asyncio.create_task(self._heartbeat(job))
         error: str | None = None
