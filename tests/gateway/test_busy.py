@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
-from gateway.conftest import ALICE, BOB, GatewayFactory, say
+import httpx
+
+from gateway.conftest import ALICE, BOB, GatewayFactory, say, settings_for
 from sessiongate.agent.base import AgentTurn
 from sessiongate.gateway.process import GatewayProcess
-from sessiongate.models import Entry, Role, Session
+from sessiongate.models import Entry, Role, Session, SessionState
 
 
 class GatedAgent:
@@ -145,3 +148,47 @@ async def test_drain_interrupts_turns_left_running(
     assert (await first).interrupted
     entries = await roles(process)
     assert entries[-1][2] is True
+
+
+class NulAgent(GatedAgent):
+    async def reply(self, turn: AgentTurn) -> str:
+        return "half\x00a reply"
+
+
+async def test_a_reply_that_cannot_be_stored_is_not_sent(
+    process: GatewayProcess, gateway_with: GatewayFactory
+) -> None:
+    out = await say(gateway_with(NulAgent()), "hi")
+    assert "could not be stored" in out.text
+    assert "\x00" not in out.text
+    entries = await roles(process)
+    assert entries[1][0] is Role.ASSISTANT
+    assert entries[1][2] is True
+
+
+async def test_a_stop_drains_running_turns_within_the_bound(tmp_path: Path) -> None:
+    settings = settings_for(f"sqlite:///{tmp_path}/sg.db", tmp_path, gateway={"drain_seconds": 0.2})
+    process = await GatewayProcess.open(settings)
+    agent = GatedAgent()
+    process.gateway.agent = agent
+    stop, started = asyncio.Event(), asyncio.Event()
+    serving = asyncio.create_task(process.serve(stop, started=started))
+    await started.wait()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{process.port}") as client:
+        request = asyncio.create_task(
+            client.post("/api/v1/messages", json={"chat_id": "c", "text": "slow one"})
+        )
+        await agent.started.wait()
+        stop.set()
+        response = await asyncio.wait_for(request, 20)
+    await asyncio.wait_for(serving, 20)
+    assert response.json()["interrupted"] is True
+    reopened = await GatewayProcess.open(settings)
+    try:
+        [session] = await reopened.store.list_sessions()
+        # A stop is not an end: the session is still live, the cut turn recorded as such.
+        assert session.state is SessionState.ACTIVE
+        entries = await reopened.store.entries(session.id)
+        assert [e.meta.get("interrupted", False) for e in entries] == [False, True]
+    finally:
+        await reopened.close()

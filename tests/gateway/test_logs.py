@@ -12,7 +12,7 @@ import pytest
 from gateway.conftest import GatewayFactory, say
 from gateway.test_busy import BrokenAgent
 from sessiongate.gateway.process import GatewayProcess
-from sessiongate.logs import JsonFormatter, TextFormatter, SessionFilter, about_session
+from sessiongate.logs import JsonFormatter, SessionFilter, TextFormatter, about_session
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sessiongate.agent.base import Agent, AgentTurn
 from sessiongate.clock import Clock
@@ -121,16 +122,7 @@ class Gateway:
 
     def _identified(self, source: Source) -> Source:
         # Memory is kept per user: a source without a user id is its chat's only user.
-        if source.user_id:
-            return source
-        return Source(
-            platform=source.platform,
-            chat_id=source.chat_id,
-            chat_type=source.chat_type,
-            user_id=source.chat_id,
-            user_name=source.user_name,
-            thread_id=source.thread_id,
-        )
+        return source if source.user_id else replace(source, user_id=source.chat_id)
 
     async def _command(self, source: Source, parsed: Parsed) -> Outbound:
         current = await self.store.routed_session(self.engine.key_of(source))
@@ -196,13 +188,14 @@ class Gateway:
         turn = AgentTurn(session, history, inbound.text, recalled, search)
         reply, interrupted = await self._answer(key, turn)
         stored = await self._record_reply(session, reply, interrupted=interrupted)
+        interrupted = bool(stored.meta.get("interrupted"))
         await self.engine.notify(
             session,
             events.agent_end(
                 session,
                 event_id=f"{session.id}.{entry.seq}.agent-end",
                 message=inbound.text,
-                response=None if interrupted else reply,
+                response=None if interrupted else stored.text,
             ),
         )
         latest = await self.store.get_session(session.id) or session
@@ -256,6 +249,13 @@ class Gateway:
         meta = {"interrupted": True} if interrupted else None
         try:
             return await self.engine.record(session.id, Role.ASSISTANT, text, meta=meta)
+        except InvalidInput as exc:
+            # A reply that cannot be stored is not sent either (write-ahead): say why.
+            log.error("the reply for session %s cannot be stored: %s", session.id, exc)
+            notice = f"(the agent's reply could not be stored: {exc})"
+            return await self.engine.record(
+                session.id, Role.ASSISTANT, notice, meta={"interrupted": True}
+            )
         except SessionClosed:
             # The session ended while the agent was answering (a /new from another
             # device, a timer): the reply still belongs to it, for the record.

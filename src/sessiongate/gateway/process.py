@@ -114,6 +114,8 @@ class GatewayProcess:
                 log_level="warning",
                 lifespan="off",
                 ws_max_size=self.settings.gateway.max_message_bytes * 2 + 4096,
+                # Requests still open after the drain bound are cut, not waited on.
+                timeout_graceful_shutdown=self.settings.gateway.drain_seconds + 5,
             )
         )
         lifecycle_stop = asyncio.Event()
@@ -134,8 +136,9 @@ class GatewayProcess:
                 started.set()
             await stop.wait()
             server.should_exit = True
-            await serving
-            await self.gateway.drain(self.settings.gateway.drain_seconds)
+            # Running turns get the drain bound to finish (then are recorded as
+            # interrupted), so the requests waiting on them can complete.
+            await asyncio.gather(serving, self.gateway.drain(self.settings.gateway.drain_seconds))
             lifecycle_stop.set()
 
     async def _announce(self) -> None:
