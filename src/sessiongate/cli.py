@@ -14,6 +14,7 @@ from rich.table import Table
 
 from sessiongate import __version__
 from sessiongate.cli_config import config_app
+from sessiongate.cli_ops import doctor, providers_app
 from sessiongate.config import Settings, load_settings
 from sessiongate.errors import SessionGateError
 from sessiongate.gateway.process import GatewayProcess
@@ -28,6 +29,8 @@ app = typer.Typer(
     help="sessiongate: a chat-agent gateway whose sessions always end well.",
 )
 app.add_typer(config_app, name="config")
+app.add_typer(providers_app, name="providers")
+app.command("doctor")(doctor)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -9,7 +9,7 @@ epoch, so re-running the same boundary can never enqueue a consumer twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sessiongate.hooks import events
 from sessiongate.hooks.events import Event
@@ -191,6 +191,15 @@ def forget_user_jobs(user_id: str, *, providers: Sequence[str], stamp: str) -> l
         )
         for provider in providers
     ]
+
+
+def backfill_jobs(session: Session, provider: str) -> list[NewJob]:
+    """Commit an ended session to a newly added `provider`: the same job its end enqueues.
+
+    Same idempotency key as the end's, so a backfill run twice (or racing a redrive)
+    commits once. Not gating: the session may be finalized already.
+    """
+    return [replace(job, gates_finalize=False) for job in _commit_jobs(session, [provider])]
 
 
 def _commit_jobs(session: Session, providers: Sequence[str]) -> list[NewJob]:
