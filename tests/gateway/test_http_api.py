@@ -158,3 +158,18 @@ async def test_a_public_bind_without_a_token_is_refused_at_start(tmp_path: Path)
     settings = settings_for(f"sqlite:///{tmp_path}/sg.db", tmp_path, server={"host": "0.0.0.0"})
     with pytest.raises(Exception, match="token"):
         await GatewayProcess.open(settings)
+
+
+async def test_a_ten_megabyte_message_is_refused_and_the_gateway_keeps_serving(
+    served: GatewayProcess,
+) -> None:
+    async with httpx.AsyncClient(base_url=base(served), timeout=60) as client:
+        huge = await client.post(
+            "/api/v1/messages", json={"chat_id": "c", "text": "x" * (10 * 1024 * 1024)}
+        )
+        assert huge.status_code == 422
+        assert "over the maximum" in huge.json()["reply"]
+        ok = await client.post("/api/v1/messages", json={"chat_id": "c", "text": "small"})
+        assert ok.status_code == 200
+    [session] = await served.store.list_sessions()
+    assert [e.text for e in await served.store.entries(session.id)][0] == "small"
