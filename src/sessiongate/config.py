@@ -182,6 +182,18 @@ class PlatformSettings(Section):
     telegram: TelegramSettings | None = None
 
 
+class WorkerSettings(Section):
+    """The outbox workers and the timers sweeper of this replica."""
+
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    # A replica that dies holds its jobs and timers this long before another takes them.
+    lease_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # Work written by other replicas is seen at least this often.
+    poll_seconds: Annotated[float, Field(gt=0)] = 1.0
+    # Missed timers are caught up at most this many sessions per second after downtime.
+    catch_up_rate: Annotated[float, Field(gt=0)] = 200.0
+
+
 class LogSettings(Section):
     """Where log lines go is standard error; this says how they look."""
 
@@ -200,6 +212,7 @@ class Settings(Section):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     platforms: PlatformSettings = Field(default_factory=PlatformSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
     timezone: str = "UTC"
     profile: str = DEFAULT_PROFILE
     # Hermes words.

@@ -31,6 +31,7 @@ from sessiongate.hooks import events
 from sessiongate.hooks.dispatcher import HookDispatcher
 from sessiongate.hooks.problem import HookProblem
 from sessiongate.ids import IdGenerator
+from sessiongate.lifecycle import sweeper, worker
 from sessiongate.lifecycle.runtime import Lifecycle
 from sessiongate.memory.recall import Recaller
 from sessiongate.memory.registry import build_providers
@@ -71,8 +72,24 @@ class GatewayProcess:
         try:
             providers = build_providers(settings.memory.providers, store=store)
             hooks, problems = HookDispatcher.load(settings.hooks_directory())
+            work = settings.workers
             lifecycle = Lifecycle(
-                store, settings.lifecycle(), providers=providers, hooks=hooks, clock=clock
+                store,
+                settings.lifecycle(),
+                providers=providers,
+                hooks=hooks,
+                clock=clock,
+                worker=worker.WorkerSettings(
+                    concurrency=work.concurrency,
+                    lease_seconds=work.lease_seconds,
+                    poll_seconds=work.poll_seconds,
+                    drain_seconds=settings.gateway.drain_seconds,
+                ),
+                sweeper=sweeper.SweeperSettings(
+                    lease_seconds=work.lease_seconds,
+                    poll_seconds=work.poll_seconds,
+                    max_rate=work.catch_up_rate,
+                ),
             )
             recaller = Recaller(
                 lifecycle.providers,
