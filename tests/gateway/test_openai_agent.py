@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx2
 import pytest
+import uvicorn
 from openai import AsyncOpenAI
 
-from gateway.conftest import GatewayFactory, say
+from gateway.conftest import GatewayFactory, say, settings_for
 from sessiongate.agent.openai_agent import OpenAIAgent
 from sessiongate.config import OpenAIAgentSettings
 from sessiongate.gateway.process import GatewayProcess
@@ -76,3 +79,33 @@ async def test_a_model_outage_keeps_the_message(
     [user, reply] = await process.store.entries(out.session.id)
     assert user.text == "hello?"
     assert reply.meta.get("interrupted") is True
+
+
+async def test_the_configured_openai_agent_talks_to_a_model_server(
+    tmp_path: Path, model: FakeChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MODEL_KEY", "sk-test")
+    server = uvicorn.Server(uvicorn.Config(model.app(), port=0, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn has a flag, not an event
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    agent = {
+        "kind": "openai",
+        "base_url": f"http://127.0.0.1:{port}/v1",
+        "model": "m-2",
+        "api_key_env": "FAKE_MODEL_KEY",
+    }
+    process = await GatewayProcess.open(
+        settings_for(f"sqlite:///{tmp_path}/sg.db", tmp_path, agent=agent)
+    )
+    try:
+        out = await say(process.gateway, "ping over http")
+        assert out.text == "echo: ping over http"
+        assert model.requests[-1]["model"] == "m-2"
+        status = await say(process.gateway, "/status")
+        assert "agent: openai" in status.text
+    finally:
+        await process.close()
+        server.should_exit = True
+        await serving
