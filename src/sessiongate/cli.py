@@ -52,8 +52,16 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(work())
     except SessionGateError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        errors: list[BaseException] = [exc]
+    except BaseExceptionGroup as group:
+        # A part of the running gateway (a platform refusing its token) failed.
+        matched, rest = group.split(SessionGateError)
+        if matched is None or rest is not None:
+            raise
+        errors = list(matched.exceptions)
+    for error in errors:
+        err_console.print(f"[bold red]error:[/] {error}")
+    raise typer.Exit(1)
 
 
 def _version(value: bool) -> None:

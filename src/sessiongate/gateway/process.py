@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -132,7 +133,7 @@ class GatewayProcess:
                 lifespan="off",
                 ws_max_size=self.settings.gateway.max_message_bytes * 2 + 4096,
                 # Requests still open after the drain bound are cut, not waited on.
-                timeout_graceful_shutdown=self.settings.gateway.drain_seconds + 5,
+                timeout_graceful_shutdown=math.ceil(self.settings.gateway.drain_seconds) + 5,
             )
         )
         lifecycle_stop = asyncio.Event()
