@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from sessiongate import __version__
@@ -73,3 +75,26 @@ def test_smoke_ends_a_session_through_the_funnel(tmp_path: Path) -> None:
     kinds = sorted(line.split()[0] for line in events if line)
     # The ended session's start/end pair, its reset, and the new session's start.
     assert kinds == ["session:end", "session:reset", "session:start", "session:start"]
+
+
+def test_an_error_inside_the_running_gateway_is_reported_cleanly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import typer
+
+    from sessiongate.cli import _run
+    from sessiongate.errors import ConfigError
+
+    async def failing() -> None:
+        async def refused() -> None:
+            raise ConfigError("the bot token in TELEGRAM_BOT_TOKEN was refused")
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(refused())
+
+    with pytest.raises(typer.Exit) as caught:
+        _run(failing)
+    assert caught.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "TELEGRAM_BOT_TOKEN was refused" in err
+    assert "Traceback" not in err
