@@ -159,6 +159,31 @@ class TelegramSettings(Section):
     base_url: str = "https://api.telegram.org/bot"
     poll_timeout: Annotated[float, Field(ge=0)] = 30.0
 
+    @field_validator("allowed_users", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: Any) -> Any:
+        # YAML reads `allowed_users: [12345]` as numbers; Telegram ids are kept as text.
+        if isinstance(value, list | tuple):
+            return tuple(
+                str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+                for item in value
+            )
+        return value
+
+    @field_validator("webhook_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/', e.g. /telegram/webhook")
+        return value
+
+    @field_validator("webhook_url", "base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an https:// URL (http:// only for local test servers)")
+        return value
+
 
 class WebSettings(Section):
     """The web chat page at `/`."""
@@ -174,11 +199,51 @@ class ApiSettings(Section):
     conversation_header: str = "X-Session-Key"
 
 
+class AdminSettings(Section):
+    """The operator page at `/admin`: off until its own token is configured."""
+
+    # The environment variable holding the admin token; unset or empty: the page is off.
+    # Its own token, not `server.token`: chat users must never be operators by default.
+    token_env: str | None = None
+
+    def access_token(self) -> str | None:
+        """The admin token, or None when the page is off."""
+        return (os.environ.get(self.token_env) or None) if self.token_env else None
+
+
+class MetricsSettings(Section):
+    """Prometheus metrics at `/metrics`, read from the store at each scrape."""
+
+    enabled: bool = True
+    # The environment variable of a bearer token scrapers must present; unset: the
+    # server's rule (open on loopback, `server.token` otherwise).
+    token_env: str | None = None
+    # Sessions ended at most this long ago make up the end-to-commit histogram.
+    commit_window: str = "1h"
+
+    @field_validator("commit_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        from sessiongate.policy import parse_duration
+
+        try:
+            parse_duration(value, what="platforms.metrics.commit_window")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def access_token(self) -> str | None:
+        """The scrapers' own token, if one is configured."""
+        return (os.environ.get(self.token_env) or None) if self.token_env else None
+
+
 class PlatformSettings(Section):
     """The chat platforms; the web page and the HTTP APIs are on by default."""
 
     web: WebSettings = Field(default_factory=WebSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     telegram: TelegramSettings | None = None
 
 

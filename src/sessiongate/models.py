@@ -274,6 +274,34 @@ class OutboxStats:
     by_kind: Mapping[str, Mapping[str, int]]
 
 
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Aggregates over the sessions, cursors and dead letters kept, for metrics.
+
+    Counted in the database at the moment of the call; "live" sessions are the
+    `active` and `ending` ones (an ending session may still owe deliveries).
+    """
+
+    # Session counts by state name (every state present, zero included).
+    sessions: Mapping[str, int]
+    # Sessions whose current end reason is this (reopened sessions have none).
+    ended: Mapping[str, int]
+    # The sum of every kept session's `turn_count`, and of the live ones'.
+    turns: int
+    live_turns: int
+    # Per provider, the sum of `delivered_seq` over the cursors of live sessions.
+    live_delivered: Mapping[str, int]
+    # Per provider, how many cursors carry a `last_error` (its last attempt failed).
+    failing_cursors: Mapping[str, int]
+    # Dead letters by (kind, provider named in the payload, or "" when none).
+    dead_letters: Mapping[tuple[str, str], int]
+    # Seconds from `ended_at` to the last `last_commit_at` of the session's cursors,
+    # for finalized sessions ended since the time asked for (newest first, capped).
+    commit_delays: tuple[float, ...]
+    # Bytes the database takes on disk, or None where that means nothing (memory).
+    size_bytes: int | None
+
+
 def estimate_tokens(text: str) -> int:
     """A cheap, deterministic token estimate: about four characters a token."""
     return (len(text) + 3) // 4

@@ -201,4 +201,17 @@ def _platforms(process: GatewayProcess) -> list[Platform]:
         from sessiongate.platforms.telegram import TelegramPlatform
 
         chosen.append(TelegramPlatform(process.gateway, settings.telegram))
+    # Operator surfaces over the store; /admin is always mounted so that, while it
+    # is off, it says so and how to turn it on.
+    from sessiongate.platforms.admin import Admin
+    from sessiongate.platforms.metrics import Metrics
+
+    providers, clock = tuple(process.lifecycle.providers), process.lifecycle.clock
+    chosen.append(Admin(process.store, settings.admin, providers=providers, clock=clock))
+    if settings.metrics.enabled:
+        chosen.append(
+            Metrics(
+                process.store, process.access, settings.metrics, providers=providers, clock=clock
+            )
+        )
     return chosen

@@ -39,6 +39,7 @@ from sessiongate.models import (
     OutboxStats,
     Session,
     SessionState,
+    StoreStats,
     Timer,
 )
 
@@ -272,6 +273,16 @@ class Outbox(Protocol):
         """
         ...
 
+    async def drop_dead_job(self, job_id: int) -> bool:
+        """Discard a dead job for good: delete it and its dead letter, in one transaction.
+
+        Later jobs of its ordering key are no longer held behind it. Returns False,
+        writing nothing, if the job is unknown or not dead. Raises `Conflict`,
+        writing nothing, if it gates its session's finalization: a finalized
+        session's consumers all succeeded, so such a job can only be redriven.
+        """
+        ...
+
     async def next_job_due(self) -> datetime | None:
         """The earliest `run_after` of a pending job or lease expiry of a running one.
 
@@ -375,6 +386,16 @@ class CursorStore(Protocol):
 
 class Store(SessionStore, Outbox, TimerStore, CursorStore, Protocol):
     """Everything durable. Open one with `sessiongate.store.open_store(url)`."""
+
+    async def stats(self, *, ended_since: datetime, limit: int = 1000) -> StoreStats:
+        """Aggregates for metrics, counted in the database (never row by row in Python).
+
+        `commit_delays` covers at most `limit` finalized sessions with
+        `ended_at >= ended_since`, newest end first: for each, the seconds from
+        `ended_at` to the latest `last_commit_at` of its cursors, left out when no
+        cursor was committed at or after the end. See `StoreStats` for the rest.
+        """
+        ...
 
     async def schema_version(self) -> int:
         """The schema version the database is at (0 when empty)."""

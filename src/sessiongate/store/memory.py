@@ -24,11 +24,13 @@ from sessiongate.models import (
     NewJob,
     Session,
     SessionState,
+    StoreStats,
     Timer,
 )
 from sessiongate.store import intake
 from sessiongate.store.memory_archive import MemoryArchive
 from sessiongate.store.memory_outbox import MemoryOutbox, lease_live
+from sessiongate.store.memory_stats import compute_stats
 from sessiongate.validation import check_identifier, check_text, storable
 
 SCHEMA_VERSION = 1
@@ -67,6 +69,18 @@ class MemoryStore(MemoryOutbox):
     async def close(self) -> None:
         """Forget nothing, but refuse every later operation."""
         self._closed = True
+
+    async def stats(self, *, ended_since: datetime, limit: int = 1000) -> StoreStats:
+        """See `Store.stats`."""
+        async with self._open():
+            since = intake.utc(ended_since, "ended_since")
+            return compute_stats(
+                self._sessions,
+                self._cursors.values(),
+                self._dead.values(),
+                ended_since=since,
+                limit=limit,
+            )
 
     # -- sessions, routing, ledger -------------------------------------------------
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from sessiongate.errors import StoreUnavailable
+from sessiongate.errors import Conflict, StoreUnavailable
 from sessiongate.models import DeadLetter, Job, JobState, NewJob, OutboxStats
 from sessiongate.store import intake
 from sessiongate.validation import storable
@@ -198,6 +198,21 @@ class MemoryOutbox:
                 )
                 del self._dead[job_id]
             return len(chosen)
+
+    async def drop_dead_job(self, job_id: int) -> bool:
+        """See `Outbox.drop_dead_job`."""
+        async with self._open():
+            job = self._jobs.get(job_id)
+            if job is None or job.state is not JobState.DEAD:
+                return False
+            if job.gates_finalize:
+                raise Conflict(
+                    f"job {job_id} gates the finalization of session {job.session_id}; "
+                    "redrive it instead of dropping it"
+                )
+            del self._jobs[job_id], self._job_ids[job.idempotency_key], self._dead[job_id]
+            self._unfinished.discard(job_id)
+            return True
 
     async def next_job_due(self) -> datetime | None:
         """See `Outbox.next_job_due`."""

@@ -280,6 +280,20 @@ WITH revived AS (
 SELECT count(*) AS revived FROM revived
 """
 
+# Whether a job is dead, and if so whether it gates finalization (which refuses a drop);
+# locked, so a concurrent redrive or drop waits for this one.
+DEAD_JOB = """
+SELECT gates_finalize, session_id FROM jobs WHERE id = %(job_id)s AND state = 'dead' FOR UPDATE
+"""
+
+DROP_DEAD_JOB = """
+WITH gone AS (
+    DELETE FROM jobs WHERE id = %(job_id)s AND state = 'dead' AND NOT gates_finalize
+    RETURNING id
+)
+DELETE FROM dead_letters d USING gone g WHERE d.job_id = g.id
+"""
+
 # Jobs blocked behind an earlier unfinished job of their ordering key are left
 # out: they cannot run before that job changes.
 NEXT_JOB_DUE = """
@@ -305,6 +319,47 @@ SELECT kind, state, count(*) AS n FROM jobs GROUP BY kind, state ORDER BY kind, 
 """
 
 OLDEST_PENDING = "SELECT min(run_after) AS oldest FROM jobs WHERE state = 'pending'"
+
+# --- metrics (Store.stats): aggregates only, never a row per session -------------------
+
+# One snapshot for every aggregate of a scrape, so its figures agree.
+STATS_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+STATS_SESSIONS = """
+SELECT state, end_reason, count(*) AS n, coalesce(sum(turn_count), 0) AS turns
+FROM sessions GROUP BY state, end_reason
+"""
+
+STATS_LIVE_DELIVERED = """
+SELECT c.provider AS provider, sum(c.delivered_seq) AS delivered
+FROM sessions s JOIN cursors c ON c.session_id = s.id
+WHERE s.state IN ('active', 'ending')
+GROUP BY c.provider
+"""
+
+STATS_FAILING_CURSORS = """
+SELECT provider, count(*) AS n FROM cursors WHERE last_error IS NOT NULL GROUP BY provider
+"""
+
+STATS_DEAD_LETTERS = """
+SELECT kind,
+       CASE WHEN jsonb_typeof(payload -> 'provider') = 'string'
+            THEN payload ->> 'provider' ELSE '' END AS provider,
+       count(*) AS n
+FROM dead_letters GROUP BY 1, 2
+"""
+
+STATS_COMMIT_DELAYS = """
+SELECT extract(epoch FROM max(c.last_commit_at) - s.ended_at)::float8 AS delay
+FROM sessions s JOIN cursors c ON c.session_id = s.id
+WHERE s.state = 'finalized' AND s.ended_at >= %(ended_since)s
+GROUP BY s.id, s.ended_at
+HAVING max(c.last_commit_at) >= s.ended_at
+ORDER BY s.ended_at DESC, s.id DESC
+LIMIT %(limit)s
+"""
+
+STATS_DATABASE_SIZE = "SELECT pg_database_size(current_database()) AS size"
 
 # --- timers ----------------------------------------------------------------------------
 

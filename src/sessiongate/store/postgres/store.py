@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sessiongate.errors import Conflict, NotFound
@@ -25,6 +26,7 @@ from sessiongate.models import (
     OutboxStats,
     Session,
     SessionState,
+    StoreStats,
     Timer,
 )
 from sessiongate.store.migrations import pending
@@ -39,6 +41,7 @@ from sessiongate.store.postgres.records import (
     storable_error,
     text,
 )
+from sessiongate.store.postgres.stats import read_stats
 
 
 class PostgresStore:
@@ -63,6 +66,11 @@ class PostgresStore:
     async def close(self) -> None:
         """See `Store.close`."""
         await self._db.close()
+
+    async def stats(self, *, ended_since: datetime, limit: int = 1000) -> StoreStats:
+        """See `Store.stats`."""
+        params = {"ended_since": aware(ended_since, "ended_since"), "limit": max(0, limit)}
+        return await self._db.run(partial(read_stats, params=params))
 
     @property
     def archive(self) -> PostgresArchive:
@@ -415,6 +423,10 @@ class PostgresStore:
             {"job_ids": None if job_ids is None else list(job_ids), "at": aware(at, "at")},
         )
         return int(row["revived"]) if row else 0
+
+    async def drop_dead_job(self, job_id: int) -> bool:
+        """See `Outbox.drop_dead_job`."""
+        return await self._db.run(partial(transactions.drop_dead_job, job_id=int(job_id)))
 
     async def next_job_due(self) -> datetime | None:
         """See `Outbox.next_job_due`."""

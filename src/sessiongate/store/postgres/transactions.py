@@ -72,6 +72,21 @@ async def end(cursor: Cursor, request: EndRequest, jobs: Sequence[Params]) -> bo
     return True
 
 
+async def drop_dead_job(cursor: Cursor, job_id: int) -> bool:
+    """Delete a dead job that gates nothing, and its dead letter; False if not dead."""
+    await cursor.execute(queries.DEAD_JOB, {"job_id": job_id})
+    row = await cursor.fetchone()
+    if row is None:
+        return False
+    if row["gates_finalize"]:
+        raise Conflict(
+            f"job {job_id} gates the finalization of session {row['session_id']}; "
+            "redrive it instead of dropping it"
+        )
+    await cursor.execute(queries.DROP_DEAD_JOB, {"job_id": job_id})
+    return True
+
+
 async def end_or_conflict(
     cursor: Cursor, request: EndRequest | None, jobs: Sequence[Params]
 ) -> None:

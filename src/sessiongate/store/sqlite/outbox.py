@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sessiongate.errors import Conflict
 from sessiongate.models import DeadLetter, Job, JobState, OutboxStats
 from sessiongate.store.sqlite import queries
 from sessiongate.store.sqlite.codec import (
@@ -89,6 +90,21 @@ def redrive(conn: sqlite3.Connection, params: Params) -> int:
     if ids:
         conn.execute(queries.DELETE_DEAD_LETTERS, {"ids": json.dumps(ids)})
     return len(ids)
+
+
+def drop_dead(conn: sqlite3.Connection, job_id: int) -> bool:
+    """Delete a dead job that gates nothing, and its dead letter; False if not dead."""
+    row = one(conn, queries.DEAD_JOB, {"id": job_id})
+    if row is None:
+        return False
+    if row["gates_finalize"]:
+        raise Conflict(
+            f"job {job_id} gates the finalization of session {row['session_id']}; "
+            "redrive it instead of dropping it"
+        )
+    conn.execute(queries.DROP_DEAD_JOB, {"id": job_id})
+    conn.execute(queries.DROP_DEAD_LETTER, {"id": job_id})
+    return True
 
 
 # -- reads -----------------------------------------------------------------------------------

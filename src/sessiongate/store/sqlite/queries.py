@@ -267,6 +267,13 @@ RETURNING id"""
 DELETE_DEAD_LETTERS = """
 DELETE FROM dead_letters WHERE job_id IN (SELECT value FROM json_each(:ids))"""
 
+# Whether a job is dead, and if so whether it gates finalization (which refuses a drop).
+DEAD_JOB = "SELECT gates_finalize, session_id FROM jobs WHERE id = :id AND state = 'dead'"
+
+DROP_DEAD_JOB = "DELETE FROM jobs WHERE id = :id AND state = 'dead' AND gates_finalize = 0"
+
+DROP_DEAD_LETTER = "DELETE FROM dead_letters WHERE job_id = :id"
+
 # Jobs blocked behind an earlier unfinished job of their ordering key are left out:
 # they cannot run before that job changes, so waking for them would only spin.
 NEXT_JOB_DUE = """
@@ -284,6 +291,38 @@ SELECT min(due) AS due FROM (
 JOB_COUNTS = "SELECT kind, state, count(*) AS n FROM jobs GROUP BY kind, state"
 
 OLDEST_PENDING = "SELECT min(run_after) AS oldest FROM jobs WHERE state = 'pending'"
+
+# -- metrics (Store.stats): aggregates only, never a row per session ---------------------------
+
+STATS_SESSIONS = """
+SELECT state, end_reason, count(*) AS n, coalesce(sum(turn_count), 0) AS turns
+FROM sessions GROUP BY state, end_reason"""
+
+# Live sessions through the `sessions_state` index, their cursors through `cursors_session`.
+STATS_LIVE_DELIVERED = """
+SELECT c.provider AS provider, sum(c.delivered_seq) AS delivered
+FROM sessions AS s JOIN cursors AS c ON c.session_id = s.id
+WHERE s.state IN ('active', 'ending')
+GROUP BY c.provider"""
+
+STATS_FAILING_CURSORS = """
+SELECT provider, count(*) AS n FROM cursors WHERE last_error IS NOT NULL GROUP BY provider"""
+
+STATS_DEAD_LETTERS = """
+SELECT kind,
+       CASE WHEN json_type(payload, '$.provider') = 'text'
+            THEN json_extract(payload, '$.provider') ELSE '' END AS provider,
+       count(*) AS n
+FROM dead_letters GROUP BY 1, 2"""
+
+STATS_COMMIT_DELAYS = """
+SELECT max(c.last_commit_at) - s.ended_at AS delay
+FROM sessions AS s JOIN cursors AS c ON c.session_id = s.id
+WHERE s.state = 'finalized' AND s.ended_at >= :ended_since
+GROUP BY s.id, s.ended_at
+HAVING max(c.last_commit_at) >= s.ended_at
+ORDER BY s.ended_at DESC, s.id DESC
+LIMIT :limit"""
 
 # -- timers ----------------------------------------------------------------------------------
 

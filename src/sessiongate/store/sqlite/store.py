@@ -30,6 +30,7 @@ from sessiongate.models import (
     OutboxStats,
     Session,
     SessionState,
+    StoreStats,
     Timer,
 )
 from sessiongate.store.migrations import pending
@@ -37,6 +38,7 @@ from sessiongate.store.sqlite import cursors as cursor_sql
 from sessiongate.store.sqlite import outbox as outbox_sql
 from sessiongate.store.sqlite import schema
 from sessiongate.store.sqlite import sessions as session_sql
+from sessiongate.store.sqlite import stats as stats_sql
 from sessiongate.store.sqlite import timers as timer_sql
 from sessiongate.store.sqlite.archive import SQLiteArchive
 from sessiongate.store.sqlite.codec import (
@@ -144,6 +146,11 @@ class SQLiteStore:
         """See `Store.close`."""
         await self._readers.close()
         await self._writer.close()
+
+    async def stats(self, *, ended_since: datetime, limit: int = 1000) -> StoreStats:
+        """See `Store.stats`."""
+        params = {"ended_since": at_micros(ended_since, "ended_since"), "limit": max(0, limit)}
+        return await self._readers.run(partial(stats_sql.stats, params=params, path=self._path))
 
     # -- sessions, routing, ledger -------------------------------------------------------------
 
@@ -360,6 +367,10 @@ class SQLiteStore:
             "at": at_micros(at, "at"),
         }
         return await self._writer.run(partial(outbox_sql.redrive, params=params))
+
+    async def drop_dead_job(self, job_id: int) -> bool:
+        """See `Outbox.drop_dead_job`."""
+        return await self._writer.run(partial(outbox_sql.drop_dead, job_id=int(job_id)))
 
     async def next_job_due(self) -> datetime | None:
         """See `Outbox.next_job_due`."""
