@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,20 +12,14 @@ import pytest
 from gateway.conftest import settings_for
 from sessiongate.gateway.process import GatewayProcess
 from sessiongate.models import Role
+from sessiongate.testing.serving import serving
 
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
     """A gateway serving on a free loopback port."""
-    process = await GatewayProcess.open(settings_for(f"sqlite:///{tmp_path}/sg.db", tmp_path))
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(process.serve(stop, started=started))
-    await asyncio.wait_for(started.wait(), 10)
-    try:
+    async with serving(settings_for(f"sqlite:///{tmp_path}/sg.db", tmp_path)) as process:
         yield process
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 def base(process: GatewayProcess) -> str:

@@ -8,28 +8,26 @@ without a browser it is skipped on a developer machine and FAILS in CI (CI=true)
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Playwright, async_playwright, expect
-from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import async_playwright, expect
 
 from gateway.conftest import settings_for
+from platforms.browser import launch
 from sessiongate.gateway.process import GatewayProcess
 from sessiongate.models import JobState
 from sessiongate.platforms.access import TOKEN_COOKIE
 from sessiongate.platforms.admin import ADMIN_COOKIE, make_nonce
 from sessiongate.store.base import Store
 from sessiongate.testing import new_job
+from sessiongate.testing.serving import serving
 
-CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "adm1n-T0ken-for-tests"
 TOKEN_ENV = "SG_TEST_ADMIN_TOKEN"
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>&\''
@@ -297,38 +295,12 @@ async def test_a_cookie_redrive_without_a_valid_same_site_nonce_is_refused(
 # -- in a real browser --------------------------------------------------------------------
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the browser tests must run)")
-    pytest.skip(reason)
-
-
-def _require_chromium() -> None:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-
-
-async def _launch(playwright: Playwright) -> Browser:
-    _require_chromium()
-    try:
-        return await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-    except PlaywrightError as exc:
-        _unavailable(f"Chromium at {CHROMIUM} does not start: {exc}")
-
-
 @pytest.fixture
 async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GatewayProcess]:
     """The whole gateway on a free loopback port, admin page on."""
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    process = await GatewayProcess.open(_settings(tmp_path, token_env=TOKEN_ENV))
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(process.serve(stop, started=started))
-    await asyncio.wait_for(started.wait(), 10)
-    try:
+    async with serving(_settings(tmp_path, token_env=TOKEN_ENV)) as process:
         yield process
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_an_operator_opens_the_page_and_redrives_in_chromium(
@@ -340,7 +312,7 @@ async def test_an_operator_opens_the_page_and_redrives_in_chromium(
         await _say(api, "/title " + EVIL)
     await _dead_job(served.store, "browser-orphan", error="no handler for test.orphan")
     async with async_playwright() as playwright:
-        browser = await _launch(playwright)
+        browser = await launch(playwright)
         try:
             stranger = await browser.new_page()
             refused = await stranger.goto(f"{base}/admin")

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from sessiongate.gateway.process import GatewayProcess
 from sessiongate.models import OutboxStats, StoreStats
 from sessiongate.platforms.metrics import Snapshot, read_snapshot, render
 from sessiongate.testing import new_job
+from sessiongate.testing.serving import serving
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -44,23 +44,11 @@ def _store_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str
     return dsn
 
 
-async def _serve(settings: Any) -> AsyncIterator[GatewayProcess]:
-    process = await GatewayProcess.open(settings)
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(process.serve(stop, started=started))
-    await asyncio.wait_for(started.wait(), 10)
-    try:
-        yield process
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GatewayProcess]:
     """A gateway serving on a free loopback port over each SQL store."""
     url = _store_url(request.param, tmp_path, request)
-    async for process in _serve(settings_for(url, tmp_path)):
+    async with serving(settings_for(url, tmp_path)) as process:
         yield process
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -21,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, Playwright, async_playwright, expect
-from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page, async_playwright, expect
 from starlette.applications import Starlette
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect
 
+from platforms.browser import launch
 from sessiongate.agent.base import Agent, AgentTurn
 from sessiongate.clock import SystemClock, system_random
 from sessiongate.config import Settings, WebSettings, parse_settings
@@ -41,7 +40,6 @@ from sessiongate.platforms.access import TOKEN_COOKIE, Access
 from sessiongate.platforms.webchat import WebChat, web_source
 
 # Debian's Chromium; Playwright's own browser downloads need the internet.
-CHROMIUM = Path(os.environ.get("SESSIONGATE_TEST_CHROMIUM", "/usr/bin/chromium"))
 CLIENT = "tab-1_abcDEF"
 LOOPBACK = Access(token=None, loopback=True)
 GUARDED = Access(token="s3cret", loopback=False)
@@ -372,26 +370,6 @@ def test_too_many_waiting_messages_are_refused(
 # -- a person in a real browser -----------------------------------------------------------
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI=true: the browser test must run)")
-    pytest.skip(message)
-
-
-def _check_chromium() -> None:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-
-
-async def _launch(playwright: Playwright) -> Browser:
-    _check_chromium()
-    try:
-        return await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-    except PlaywrightError as exc:
-        _unavailable(f"Chromium at {CHROMIUM} does not start: {exc}")
-        raise
-
-
 @contextlib.asynccontextmanager
 async def serving(settings: Settings, agent: Agent | None = None) -> AsyncIterator[GatewayProcess]:
     """The whole gateway process on a free loopback port (its web page answered by `agent`)."""
@@ -444,7 +422,7 @@ async def send(page: Page, text: str) -> str:
 
 async def test_a_person_chats_reloads_and_memory_follows(tmp_path: Path) -> None:
     async with serving(settings_for(tmp_path)) as process, async_playwright() as playwright:
-        browser = await _launch(playwright)
+        browser = await launch(playwright)
         try:
             page = await browser.new_page(viewport={"width": 900, "height": 760})
             problems: list[str] = []
