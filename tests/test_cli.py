@@ -82,7 +82,7 @@ def test_an_error_inside_the_running_gateway_is_reported_cleanly(
 ) -> None:
     import typer
 
-    from sessiongate.cli import _run
+    from sessiongate.cli_support import run_command
     from sessiongate.errors import ConfigError
 
     async def failing() -> None:
@@ -93,7 +93,7 @@ def test_an_error_inside_the_running_gateway_is_reported_cleanly(
             group.create_task(refused())
 
     with pytest.raises(typer.Exit) as caught:
-        _run(failing)
+        run_command(failing)
     assert caught.value.exit_code == 1
     err = capsys.readouterr().err
     assert "TELEGRAM_BOT_TOKEN was refused" in err

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,8 +14,9 @@ from rich.table import Table
 from sessiongate import __version__
 from sessiongate.cli_config import config_app
 from sessiongate.cli_ops import doctor, providers_app
-from sessiongate.config import Settings, load_settings
-from sessiongate.errors import SessionGateError
+from sessiongate.cli_outbox import app as outbox_app
+from sessiongate.cli_sessions import app as sessions_app
+from sessiongate.cli_support import ConfigOption, StoreOption, load_config, run_command
 from sessiongate.gateway.process import GatewayProcess
 from sessiongate.logs import configure_logging
 from sessiongate.platforms.terminal import read_stdin, repl, terminal_source
@@ -30,38 +30,13 @@ app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(providers_app, name="providers")
+app.add_typer(sessions_app, name="sessions")
+app.add_typer(outbox_app, name="outbox")
 app.command("doctor")(doctor)
 console = Console()
 err_console = Console(stderr=True)
 
 T = TypeVar("T")
-
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        envvar="SESSIONGATE_STORE",
-        help="Store URL: sqlite:///path/to/file.db or postgresql://… "
-        "(default: SQLite in the user's data directory).",
-    ),
-]
-
-
-def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; a sessiongate error becomes a clear message and exit code 1."""
-    try:
-        return asyncio.run(work())
-    except SessionGateError as exc:
-        errors: list[BaseException] = [exc]
-    except BaseExceptionGroup as group:
-        # A part of the running gateway (a platform refusing its token) failed.
-        matched, rest = group.split(SessionGateError)
-        if matched is None or rest is not None:
-            raise
-        errors = list(matched.exceptions)
-    for error in errors:
-        err_console.print(f"[bold red]error:[/] {error}")
-    raise typer.Exit(1)
 
 
 def _version(value: bool) -> None:
@@ -94,7 +69,7 @@ def migrate(store: StoreOption = None) -> None:
             await opened.close()
         return f"store {parsed.redacted()} is at schema version {version}"
 
-    console.print(_run(work))
+    console.print(run_command(work))
 
 
 @app.command()
@@ -116,7 +91,7 @@ def smoke(
         finally:
             await opened.close()
 
-    report = _run(work)
+    report = run_command(work)
     for problem in report.hook_problems:
         err_console.print(f"[yellow]hook skipped:[/] {problem}")
     table = Table(title=f"session {report.ended.id} ({report.ended.turn_count} turns)")
@@ -137,32 +112,10 @@ def smoke(
         raise typer.Exit(1)
 
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="SESSIONGATE_CONFIG",
-        help="The YAML config file (default: the user's config dir, else embedded defaults).",
-    ),
-]
-
-
-def _settings(config: Path | None, store: str | None = None) -> Settings:
-    try:
-        settings = load_settings(config)
-    except SessionGateError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
-    if store:
-        settings = settings.model_copy(update={"store": store})
-    return settings
-
-
 @app.command()
 def run(config: ConfigOption = None, store: StoreOption = None) -> None:
     """Run the gateway: web chat page, HTTP APIs, platforms, workers and timers."""
-    settings = _settings(config, store)
+    settings = load_config(config, store=store)
     configure_logging(settings.log.format, settings.log.level)
 
     async def work() -> None:
@@ -188,7 +141,7 @@ def run(config: ConfigOption = None, store: StoreOption = None) -> None:
         waiter.cancel()
         await serving
 
-    _run(work)
+    run_command(work)
 
 
 def _plain(text: str) -> None:
@@ -203,7 +156,7 @@ def chat(
     user: Annotated[str | None, typer.Option(help="Talk as this user (default: you).")] = None,
 ) -> None:
     """Talk to the agent in the terminal, against the configured store (no server needed)."""
-    settings = _settings(config, store)
+    settings = load_config(config, store=store)
 
     async def work() -> int:
         process = await GatewayProcess.open(settings)
@@ -217,7 +170,7 @@ def chat(
             await background
             await process.close()
 
-    _run(work)
+    run_command(work)
 
 
 def main() -> None:

@@ -10,12 +10,11 @@ import typer
 import yaml
 from rich.console import Console
 
-from sessiongate.config import default_config_path, load_settings, masked
-from sessiongate.errors import SessionGateError
+from sessiongate.cli_support import load_config
+from sessiongate.config import default_config_path, masked
 
 config_app = typer.Typer(no_args_is_help=True, help="Check and show the configuration.")
 _out = Console()
-_err = Console(stderr=True)
 
 FileArgument = Annotated[
     Path | None,
@@ -26,11 +25,7 @@ FileArgument = Annotated[
 @config_app.command("check")
 def check(file: FileArgument = None) -> None:
     """Validate a config file; exit 1 naming every bad key."""
-    try:
-        load_settings(file)
-    except SessionGateError as exc:
-        _err.print(f"[bold red]invalid:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(1) from None
+    load_config(file)
     where = file or (default_config_path() if default_config_path().is_file() else None)
     _out.print(f"ok: {where or 'the embedded defaults'} is valid")
 
@@ -41,11 +36,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:
     """The effective settings (file, environment and defaults), secrets masked."""
-    try:
-        settings = load_settings(file)
-    except SessionGateError as exc:
-        _err.print(f"[bold red]invalid:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    settings = load_config(file)
     data = masked(settings)
     if as_json:
         typer.echo(json.dumps(data, indent=2))

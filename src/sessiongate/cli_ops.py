@@ -7,15 +7,15 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from sessiongate.config import Settings, load_settings
+from sessiongate.cli_support import ConfigOption, JsonOption, fail, load_config, run_command
+from sessiongate.config import Settings
 from sessiongate.errors import SessionGateError
 from sessiongate.hooks.dispatcher import HookDispatcher
 from sessiongate.lifecycle.consumers import backfill_jobs
@@ -35,27 +35,6 @@ LAG_SAMPLE = 10_000
 TIMER_LAG_SECONDS = 120.0
 #: Less free space than this on the SQLite store's disk makes `doctor` fail.
 MIN_FREE_BYTES = 512 * 1024 * 1024
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", envvar="SESSIONGATE_CONFIG", help="Config file.")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except SessionGateError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-
-
-def _run(work: Any) -> Any:
-    try:
-        return asyncio.run(work)
-    except SessionGateError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
 
 
 async def _reachable(provider: MemoryProvider) -> bool | None:
@@ -108,7 +87,7 @@ async def provider_rows(store: Store, providers: dict[str, MemoryProvider]) -> l
 @providers_app.command("status")
 def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Per provider: reachable, delivery lag, last commit, failures."""
-    settings = _settings(config)
+    settings = load_config(config)
 
     async def work() -> list[ProviderRow]:
         store = await open_store(settings.store or default_store_url(), migrate=False)
@@ -119,7 +98,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         finally:
             await store.close()
 
-    rows: list[ProviderRow] = _run(work())
+    rows = run_command(work)
     if as_json:
         typer.echo(json.dumps([asdict(row) for row in rows], indent=2))
         return
@@ -141,11 +120,10 @@ def backfill(
     Run the gateway (or `sessiongate run`) to execute the enqueued commits; live
     sessions reach the provider at their next checkpoint or end.
     """
-    settings = _settings(config)
+    settings = load_config(config)
     if name not in settings.memory.providers:
         known = ", ".join(settings.memory.providers)
-        _err.print(f"[bold red]error:[/] provider {name!r} is not configured (configured: {known})")
-        raise typer.Exit(1)
+        fail(f"provider {name!r} is not configured (configured: {known})")
 
     async def work() -> int:
         store = await open_store(settings.store or default_store_url(), migrate=True)
@@ -168,7 +146,7 @@ def backfill(
             await store.close()
         return enqueued
 
-    count = _run(work())
+    count = run_command(work)
     _out.print(f"enqueued commits of {count} ended sessions to {name}")
 
 
@@ -219,7 +197,7 @@ async def _store_checks(store: Store, settings: Settings, dialect: str) -> list[
 
 def doctor(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Check the store, providers, hooks, timers and disk; exit 1 if any check fails."""
-    checks = _run(run_checks(_settings(config)))
+    checks = run_command(lambda: run_checks(load_config(config)))
     if as_json:
         typer.echo(json.dumps([asdict(c) for c in checks], indent=2))
     else:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
+from sessiongate.errors import Conflict
 from sessiongate.models import EndReason, EndRequest, Job, JobState, SessionState
 from sessiongate.store import Store
 from sessiongate.testing import FakeClock, new_job, new_session
@@ -87,6 +90,34 @@ async def test_redrive_all(store: Store, clock: FakeClock) -> None:
     assert await store.dead_letters() == []
     assert await store.redrive(None, at=clock.now()) == 0
     assert [j.idempotency_key for j in await _claim(store, clock, limit=5)] == ["a", "b", "live"]
+
+
+async def test_drop_dead_job(store: Store, clock: FakeClock) -> None:
+    ids = await store.enqueue(
+        [
+            new_job("dead", ordering_key="k"),
+            new_job("gating", session_id="s-1", gates_finalize=True),
+            new_job("behind", ordering_key="k"),
+        ],
+        at=clock.now(),
+    )
+    for job in await _claim(store, clock, limit=2):
+        assert await store.bury_job(job.id, job.fencing_token, error="x", at=clock.now())
+    # Unknown, or not dead: nothing is dropped.
+    assert not await store.drop_dead_job(424242)
+    assert not await store.drop_dead_job(ids[2])
+    # A gating job must be redriven: dropping it would leave its session ending forever.
+    with pytest.raises(Conflict, match="redrive"):
+        await store.drop_dead_job(ids[1])
+    assert [d.job_id for d in await store.dead_letters()] == [ids[0], ids[1]]
+    assert await store.drop_dead_job(ids[0])
+    assert await store.get_job(ids[0]) is None
+    assert [d.job_id for d in await store.dead_letters()] == [ids[1]]
+    assert not await store.drop_dead_job(ids[0])
+    # The job behind the dropped one in its ordering key may run now.
+    assert [j.idempotency_key for j in await _claim(store, clock, limit=5)] == ["behind"]
+    stats = await store.outbox_stats()
+    assert (stats.pending, stats.running, stats.dead) == (0, 1, 1)
 
 
 # -- finalization -------------------------------------------------------------------------
