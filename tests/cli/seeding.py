@@ -8,10 +8,11 @@ runs, and the command opens it by URL, as an operator's would.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from typer.testing import CliRunner, Result
 
@@ -102,3 +103,20 @@ async def kill_jobs(store: Store, kind: str, session_id: str, error: str = "boom
         else:
             assert await store.retry_job(job.id, job.fencing_token, run_after=now, error="", at=now)
     return buried
+
+
+def json_of(seeded: Seeded, *args: str) -> Any:
+    """Run a command with `--json` and parse what it printed."""
+    result = seeded.invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def one_line_error(result: Result, *needles: str) -> None:
+    """The command failed with exit 1 and one error line holding every needle."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]

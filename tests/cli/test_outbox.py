@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
-from typer.testing import Result
 
 from sessiongate import cli_outbox
 from sessiongate.models import JobState, SessionState
 from sessiongate.store import Store
 
-from .seeding import Seeded, kill_jobs, lifecycle_for
+from .seeding import Seeded, json_of, kill_jobs, lifecycle_for, one_line_error
 
 STATUS_KEYS = {"pending", "running", "dead", "done", "oldest_pending_age_s", "by_kind"}
 LETTER_KEYS = {"job_id", "kind", "provider", "session_id", "attempts", "last_error", "died_at"}
-
-
-def _json(seeded: Seeded, *args: str) -> Any:
-    result = seeded.invoke(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def _one_line_error(result: Result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def _end_bob(seeded: Seeded) -> None:
@@ -55,8 +36,8 @@ def _job_state(seeded: Seeded, job_id: int) -> tuple[JobState, int] | None:
 # -- status --------------------------------------------------------------------------------
 
 
-def test_status_json(seeded: Seeded) -> None:
-    status = _json(seeded, "outbox", "status")
+def test_statusjson_of(seeded: Seeded) -> None:
+    status = json_of(seeded, "outbox", "status")
     assert set(status) >= STATUS_KEYS
     # Bob's session:start event is the one job nobody ran yet.
     assert (status["pending"], status["running"], status["dead"]) == (1, 0, 0)
@@ -66,7 +47,7 @@ def test_status_json(seeded: Seeded) -> None:
     assert status["oldest_pending_age_s"] >= 0
     _end_bob(seeded)
     _kill(seeded, "memory.commit")
-    after = _json(seeded, "outbox", "status")
+    after = json_of(seeded, "outbox", "status")
     assert (after["pending"], after["dead"]) == (3, 1)
     assert after["by_kind"]["memory.commit"]["dead"] == 1
 
@@ -81,7 +62,7 @@ def test_status_table(seeded: Seeded) -> None:
 
 
 def test_status_of_an_empty_outbox(store_url: str) -> None:
-    status = _json(Seeded(store_url, "", "", ""), "outbox", "status")
+    status = json_of(Seeded(store_url, "", "", ""), "outbox", "status")
     assert (status["pending"], status["oldest_pending_age_s"], status["by_kind"]) == (0, None, {})
 
 
@@ -89,11 +70,11 @@ def test_status_of_an_empty_outbox(store_url: str) -> None:
 
 
 def test_dead_lists_the_dead_letters(seeded: Seeded) -> None:
-    assert _json(seeded, "outbox", "dead") == []
+    assert json_of(seeded, "outbox", "dead") == []
     assert "no dead jobs" in seeded.invoke("outbox", "dead").stdout
     _end_bob(seeded)
     [job_id] = _kill(seeded, "memory.commit", error="provider down")
-    [letter] = _json(seeded, "outbox", "dead")
+    [letter] = json_of(seeded, "outbox", "dead")
     assert set(letter) >= LETTER_KEYS
     assert (letter["job_id"], letter["kind"], letter["provider"]) == (
         job_id,
@@ -113,13 +94,13 @@ def test_dead_lists_the_dead_letters(seeded: Seeded) -> None:
 def test_redrive_moves_a_dead_job_back_to_pending(seeded: Seeded) -> None:
     _end_bob(seeded)
     [job_id] = _kill(seeded, "memory.commit")
-    assert _json(seeded, "sessions", "show", seeded.bob_id)["state"] == "ending"
+    assert json_of(seeded, "sessions", "show", seeded.bob_id)["state"] == "ending"
     result = seeded.invoke("outbox", "redrive", str(job_id))
     assert result.exit_code == 0, result.output
     assert "redrove 1 job(s)" in result.stdout
     assert result.stderr == ""  # no progress bar when not on a terminal
     assert _job_state(seeded, job_id) == (JobState.PENDING, 0)
-    assert _json(seeded, "outbox", "dead") == []
+    assert json_of(seeded, "outbox", "dead") == []
 
     # The workers run it now, and the session finalizes: nothing was skipped.
     async def drain(store: Store) -> SessionState:
@@ -136,7 +117,7 @@ def test_redrive_all_in_batches(seeded: Seeded, monkeypatch: pytest.MonkeyPatch)
     started = _kill(seeded, "hook.event")
     _end_bob(seeded)
     commit = _kill(seeded, "memory.commit")
-    assert len(_json(seeded, "outbox", "dead")) == 2
+    assert len(json_of(seeded, "outbox", "dead")) == 2
     result = seeded.invoke("outbox", "redrive", "--all")
     assert result.exit_code == 0, result.output
     assert "redrove 2 job(s)" in result.stdout
@@ -148,10 +129,10 @@ def test_redrive_all_in_batches(seeded: Seeded, monkeypatch: pytest.MonkeyPatch)
 def test_redrive_checks_every_id_first(seeded: Seeded) -> None:
     [dead] = _kill(seeded, "hook.event")
     unknown = seeded.invoke("outbox", "redrive", str(dead), "424242")
-    _one_line_error(unknown, "no job with id 424242", "nothing was redriven")
+    one_line_error(unknown, "no job with id 424242", "nothing was redriven")
     assert _job_state(seeded, dead) == (JobState.DEAD, 1)
     _end_bob(seeded)
-    pending = _json(seeded, "sessions", "show", seeded.bob_id)["pending_jobs"][-1]["job_id"]
+    pending = json_of(seeded, "sessions", "show", seeded.bob_id)["pending_jobs"][-1]["job_id"]
     result = seeded.invoke("outbox", "redrive", str(dead), str(pending))
     assert result.exit_code == 0, result.output
     assert f"job {pending} is not dead" in result.stdout
@@ -159,8 +140,8 @@ def test_redrive_checks_every_id_first(seeded: Seeded) -> None:
 
 
 def test_redrive_needs_ids_or_all(seeded: Seeded) -> None:
-    _one_line_error(seeded.invoke("outbox", "redrive"), "--all")
-    _one_line_error(seeded.invoke("outbox", "redrive", "1", "--all"), "not both")
+    one_line_error(seeded.invoke("outbox", "redrive"), "--all")
+    one_line_error(seeded.invoke("outbox", "redrive", "1", "--all"), "not both")
 
 
 # -- drop ----------------------------------------------------------------------------------
@@ -175,16 +156,16 @@ def test_drop_discards_a_dead_job_that_gates_nothing(seeded: Seeded) -> None:
     assert result.exit_code == 0, result.output
     assert f"dropped job {start_event} (hook.event, session {seeded.bob_id})" in result.stdout
     assert _job_state(seeded, start_event) is None
-    assert _json(seeded, "outbox", "dead") == []
-    _one_line_error(seeded.invoke("outbox", "drop", str(start_event), "--yes"), "no job with id")
+    assert json_of(seeded, "outbox", "dead") == []
+    one_line_error(seeded.invoke("outbox", "drop", str(start_event), "--yes"), "no job with id")
 
 
 def test_drop_refuses_a_gating_or_live_job(seeded: Seeded) -> None:
     _end_bob(seeded)
     [commit] = _kill(seeded, "memory.commit")
     gating = seeded.invoke("outbox", "drop", str(commit), "--yes")
-    _one_line_error(gating, f"job {commit} gates the finalization", "redrive")
+    one_line_error(gating, f"job {commit} gates the finalization", "redrive")
     assert _job_state(seeded, commit) == (JobState.DEAD, 1)
-    pending = _json(seeded, "sessions", "show", seeded.bob_id)["pending_jobs"][-1]["job_id"]
+    pending = json_of(seeded, "sessions", "show", seeded.bob_id)["pending_jobs"][-1]["job_id"]
     live = seeded.invoke("outbox", "drop", str(pending), "--yes")
-    _one_line_error(live, "is pending, not dead")
+    one_line_error(live, "is pending, not dead")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from rich.console import Console
@@ -15,7 +14,7 @@ from sessiongate.cli import app
 from sessiongate.models import JobState, SessionState
 from sessiongate.store import Store
 
-from .seeding import ALICE_TURNS, BOB_TURNS, Seeded, runner
+from .seeding import ALICE_TURNS, BOB_TURNS, Seeded, json_of, one_line_error, runner
 
 SESSION_KEYS = {
     "session_id",
@@ -32,26 +31,11 @@ SESSION_KEYS = {
 PROVIDER_KEYS = {"delivered_seq", "committed_seq", "last_commit_at", "last_error"}
 
 
-def _json(seeded: Seeded, *args: str) -> Any:
-    result = seeded.invoke(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def _one_line_error(result: Any, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0]
-
-
 # -- list ----------------------------------------------------------------------------------
 
 
 def test_list_json_has_the_documented_shape(seeded: Seeded) -> None:
-    sessions = _json(seeded, "sessions", "list")
+    sessions = json_of(seeded, "sessions", "list")
     # Newest first.
     assert [s["session_id"] for s in sessions] == [
         seeded.bob_id,
@@ -72,7 +56,7 @@ def test_list_json_has_the_documented_shape(seeded: Seeded) -> None:
 
 def test_list_filters(seeded: Seeded) -> None:
     def ids(*args: str) -> list[str]:
-        return [s["session_id"] for s in _json(seeded, "sessions", "list", *args)]
+        return [s["session_id"] for s in json_of(seeded, "sessions", "list", *args)]
 
     assert ids("--state", "finalized") == [seeded.finalized_id]
     assert ids("--state", "active") == [seeded.bob_id, seeded.alice_id]
@@ -92,19 +76,19 @@ def test_list_table(seeded: Seeded) -> None:
 
 def test_list_refuses_an_unknown_state(seeded: Seeded) -> None:
     result = seeded.invoke("sessions", "list", "--state", "dormant")
-    _one_line_error(result, "--state 'dormant'", "active, ending, finalized")
+    one_line_error(result, "--state 'dormant'", "active, ending, finalized")
 
 
 # -- show ----------------------------------------------------------------------------------
 
 
-def test_show_json(seeded: Seeded) -> None:
-    shown = _json(seeded, "sessions", "show", seeded.finalized_id)
+def test_showjson_of(seeded: Seeded) -> None:
+    shown = json_of(seeded, "sessions", "show", seeded.finalized_id)
     assert set(shown) >= SESSION_KEYS | {"pending_jobs"}
     assert (shown["session_id"], shown["state"]) == (seeded.finalized_id, "finalized")
     assert shown["pending_jobs"] == []
     assert shown["providers"]["local"]["committed_seq"] == 3
-    active = _json(seeded, "sessions", "show", seeded.bob_id)
+    active = json_of(seeded, "sessions", "show", seeded.bob_id)
     assert (active["state"], active["end_reason"], active["turn_count"]) == ("active", None, 2)
     # Bob's session:start event has not run: no worker drained the store since.
     assert [j["kind"] for j in active["pending_jobs"]] == ["hook.event"]
@@ -121,7 +105,7 @@ def test_show_table(seeded: Seeded) -> None:
 
 def test_show_an_unknown_session_is_a_clear_error(seeded: Seeded) -> None:
     result = seeded.invoke("sessions", "show", "no-such-session")
-    _one_line_error(result, "no session with id 'no-such-session'")
+    one_line_error(result, "no session with id 'no-such-session'")
 
 
 # -- export --------------------------------------------------------------------------------
@@ -164,13 +148,13 @@ def test_export_pages_through_a_long_ledger(
 
 def test_export_errors(seeded: Seeded, tmp_path: Path) -> None:
     bad = seeded.invoke("sessions", "export", seeded.bob_id, "--format", "pdf")
-    _one_line_error(bad, "--format 'pdf'", "jsonl, markdown")
+    one_line_error(bad, "--format 'pdf'", "jsonl, markdown")
     unknown = seeded.invoke("sessions", "export", "nope")
-    _one_line_error(unknown, "no session with id 'nope'")
+    one_line_error(unknown, "no session with id 'nope'")
     unwritable = seeded.invoke(
         "sessions", "export", seeded.bob_id, "--output", str(tmp_path / "no" / "dir" / "x.jsonl")
     )
-    _one_line_error(unwritable, "cannot write the export")
+    one_line_error(unwritable, "cannot write the export")
 
 
 # -- end -----------------------------------------------------------------------------------
@@ -200,7 +184,7 @@ def test_end_goes_through_the_funnel(seeded: Seeded) -> None:
         assert [j.kind for j in jobs if not j.gates_finalize] == ["hook.event"]
 
     seeded.with_store(check)
-    shown = _json(seeded, "sessions", "show", seeded.bob_id)
+    shown = json_of(seeded, "sessions", "show", seeded.bob_id)
     assert (shown["state"], shown["end_reason"]) == ("ending", "admin")
     assert {j["provider"] for j in shown["pending_jobs"] if j["kind"] == "memory.commit"} == {
         "local",
@@ -209,7 +193,7 @@ def test_end_goes_through_the_funnel(seeded: Seeded) -> None:
 
 
 def test_end_json_and_the_default_provider(seeded: Seeded) -> None:
-    ended = _json(seeded, "sessions", "end", seeded.alice_id)
+    ended = json_of(seeded, "sessions", "end", seeded.alice_id)
     assert (ended["state"], ended["end_reason"]) == ("ending", "admin")
     commits = [j for j in ended["pending_jobs"] if j["kind"] == "memory.commit"]
     assert [(j["provider"], j["gates_finalize"]) for j in commits] == [("local", True)]
@@ -217,12 +201,12 @@ def test_end_json_and_the_default_provider(seeded: Seeded) -> None:
 
 def test_end_refuses_a_session_that_is_not_active(seeded: Seeded) -> None:
     result = seeded.invoke("sessions", "end", seeded.finalized_id)
-    _one_line_error(result, "is finalized, ended by new, not active")
+    one_line_error(result, "is finalized, ended by new, not active")
     unknown = seeded.invoke("sessions", "end", "nope")
-    _one_line_error(unknown, "no session with id 'nope'")
+    one_line_error(unknown, "no session with id 'nope'")
     other = seeded.invoke("sessions", "end", seeded.bob_id, "--reason", "new")
-    _one_line_error(other, "--reason 'new'", "admin")
-    assert _json(seeded, "sessions", "show", seeded.bob_id)["state"] == "active"
+    one_line_error(other, "--reason 'new'", "admin")
+    assert json_of(seeded, "sessions", "show", seeded.bob_id)["state"] == "active"
 
 
 # -- the store option ----------------------------------------------------------------------
@@ -230,19 +214,19 @@ def test_end_refuses_a_session_that_is_not_active(seeded: Seeded) -> None:
 
 def test_a_bad_store_url_is_a_clear_error() -> None:
     result = runner.invoke(app, ["sessions", "list", "--store", "mysql://h/db"])
-    _one_line_error(result, "unknown scheme 'mysql'")
+    one_line_error(result, "unknown scheme 'mysql'")
 
 
 def test_a_missing_sqlite_store_is_not_created(tmp_path: Path) -> None:
     path = tmp_path / "typo.db"
     result = runner.invoke(app, ["sessions", "show", "x", "--store", f"sqlite://{path}"])
-    _one_line_error(result, f"there is no SQLite store at {path}")
+    one_line_error(result, f"there is no SQLite store at {path}")
     assert not path.exists()
 
 
 def test_an_unmigrated_postgres_store_is_a_clear_error(pg_dsn: str) -> None:
     result = runner.invoke(app, ["outbox", "status", "--store", pg_dsn])
-    _one_line_error(result, "sessiongate migrate")
+    one_line_error(result, "sessiongate migrate")
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -270,6 +254,6 @@ def test_export_shows_progress_on_a_terminal(
 def test_end_commits_to_the_configured_providers(seeded: Seeded, tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("memory: {providers: {local: {}, archive-2: {kind: local}}}\n")
-    ended = _json(seeded, "sessions", "end", seeded.alice_id, "--config", str(config))
+    ended = json_of(seeded, "sessions", "end", seeded.alice_id, "--config", str(config))
     commits = sorted(j["provider"] for j in ended["pending_jobs"] if j["kind"] == "memory.commit")
     assert commits == ["archive-2", "local"]
