@@ -36,6 +36,13 @@ class Outbound:
     # Said before the reply: e.g. that the session was automatically reset.
     preamble: str | None = None
 
+    def recalled_json(self) -> list[dict[str, str | None]]:
+        """The recalled memories as platforms send them to clients."""
+        return [
+            {"provider": hit.provider, "text": hit.text, "session_id": hit.session_id}
+            for hit in self.recalled
+        ]
+
     @property
     def full_text(self) -> str:
         """The preamble and the reply, as one message."""

@@ -105,10 +105,7 @@ def outbound_json(out: Outbound) -> dict[str, Any]:
         "command": out.command,
         "notice": out.notice,
         "interrupted": out.interrupted,
-        "recalled": [
-            {"provider": h.provider, "text": h.text, "session_id": h.session_id}
-            for h in out.recalled
-        ],
+        "recalled": out.recalled_json(),
     }
 
 

@@ -134,10 +134,7 @@ def reply_frame(out: Outbound, ref: str | None) -> dict[str, Any]:
         "command": out.command,
         "notice": out.notice,
         "interrupted": out.interrupted,
-        "recalled": [
-            {"provider": hit.provider, "text": hit.text, "session_id": hit.session_id}
-            for hit in out.recalled
-        ],
+        "recalled": out.recalled_json(),
     }
 
 
