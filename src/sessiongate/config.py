@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sessiongate.errors import ConfigError
 from sessiongate.keys import DEFAULT_PROFILE, KeyPolicy
 from sessiongate.lifecycle.settings import LifecycleSettings
-from sessiongate.policy import ResetRules
+from sessiongate.policy import ResetRules, parse_duration
 from sessiongate.validation import DEFAULT_MAX_MESSAGE_BYTES
 
 DEFAULT_PORT = 8420
@@ -224,8 +224,6 @@ class MetricsSettings(Section):
     @field_validator("commit_window")
     @classmethod
     def _window(cls, value: str) -> str:
-        from sessiongate.policy import parse_duration
-
         try:
             parse_duration(value, what="platforms.metrics.commit_window")
         except ConfigError as exc:
@@ -315,8 +313,6 @@ class Settings(Section):
 
     def lifecycle(self) -> LifecycleSettings:
         """The engine's part of the settings."""
-        from sessiongate.policy import parse_duration
-
         quiet = self.memory.checkpoint_quiet
         return LifecycleSettings(
             keys=KeyPolicy(
