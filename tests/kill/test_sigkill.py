@@ -20,6 +20,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -29,7 +30,6 @@ from pathlib import Path
 
 import httpx
 
-from sessiongate.models import SessionState
 from sessiongate.store import open_store
 
 CONVERSATIONS = int(os.environ.get("SESSIONGATE_KILL_CONVERSATIONS", "24"))
@@ -154,18 +154,21 @@ async def run_load(config: Path, port: int, seed: int) -> list[str]:
 
 
 async def wait_settled(db: Path) -> None:
-    store = await open_store(f"sqlite:///{db}")
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            sessions = await store.list_sessions(limit=100_000)
-            if sessions and all(s.state is SessionState.FINALIZED for s in sessions):
-                return
-            await asyncio.sleep(0.5)
-        states = Counter(str(s.state) for s in await store.list_sessions(limit=100_000))
-        raise AssertionError(f"sessions did not all end well in time: {dict(states)}")
-    finally:
-        await store.close()
+    """Wait until every session is finalized, reading the file while the gateway writes.
+
+    A plain read-only connection: in WAL mode reads never wait for the writer.
+    """
+    deadline = time.monotonic() + 240
+    states: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            rows = conn.execute("SELECT state, count(*) FROM sessions GROUP BY state").fetchall()
+        conn.close()
+        states = {str(state): int(n) for state, n in rows}
+        if states and set(states) == {"finalized"}:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"sessions did not all end well in time: {states}")
 
 
 async def check_store(db: Path, accepted: list[str]) -> None:
