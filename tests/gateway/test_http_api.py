@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -167,3 +168,24 @@ async def test_a_ten_megabyte_message_is_refused_and_the_gateway_keeps_serving(
     [session] = await served.store.list_sessions()
     first, *_ = await served.store.entries(session.id)
     assert first.text == "small"
+
+
+async def test_startup_announces_the_chat_platforms_only(tmp_path: Path) -> None:
+    seen: list[object] = []
+
+    class Recorder:
+        def on_event(self, event_type: str, payload: dict[str, object]) -> None:
+            if event_type == "gateway:startup":
+                seen.append(payload["platforms"])
+
+    settings = settings_for(f"sqlite:///{tmp_path}/sg.db", tmp_path, platforms={})
+    process = await GatewayProcess.open(settings)
+    process.hooks.register(Recorder(), name="recorder")
+    stop, started = asyncio.Event(), asyncio.Event()
+    serving = asyncio.create_task(process.serve(stop, started=started))
+    await asyncio.wait_for(started.wait(), 30)
+    async with httpx.AsyncClient(base_url=base(process)) as client:
+        assert (await client.get("/metrics")).status_code == 200
+    stop.set()
+    await asyncio.wait_for(serving, 60)
+    assert seen == [["api", "web"]]

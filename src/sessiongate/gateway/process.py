@@ -57,6 +57,8 @@ class GatewayProcess:
     hook_problems: list[HookProblem]
     access: Access
     platforms: list[Platform] = field(default_factory=list)
+    # Operator pages on the same server; not chat platforms.
+    surfaces: list[Platform] = field(default_factory=list)
     port: int | None = None
 
     @classmethod
@@ -110,6 +112,7 @@ class GatewayProcess:
             )
             process = cls(settings, store, lifecycle, gateway, agent, hooks, problems, access)
             process.platforms = _platforms(process)
+            process.surfaces = _surfaces(process)
         except BaseException:
             await store.close()
             raise
@@ -118,7 +121,7 @@ class GatewayProcess:
     def app(self) -> Starlette:
         """The HTTP server's application: every platform's routes."""
         routes: list[BaseRoute] = []
-        for platform in self.platforms:
+        for platform in [*self.platforms, *self.surfaces]:
             routes.extend(platform.routes())
         return Starlette(routes=routes)
 
@@ -201,8 +204,14 @@ def _platforms(process: GatewayProcess) -> list[Platform]:
         from sessiongate.platforms.telegram import TelegramPlatform
 
         chosen.append(TelegramPlatform(process.gateway, settings.telegram))
-    # Operator surfaces over the store; /admin is always mounted so that, while it
-    # is off, it says so and how to turn it on.
+    return chosen
+
+
+def _surfaces(process: GatewayProcess) -> list[Platform]:
+    """The operator surfaces over the store: /admin (always mounted, so that while it is
+    off it says so and how to turn it on) and /metrics."""
+    settings = process.settings.platforms
+    chosen: list[Platform] = []
     from sessiongate.platforms.admin import Admin
     from sessiongate.platforms.metrics import Metrics
 
