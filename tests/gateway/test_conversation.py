@@ -29,6 +29,8 @@ async def test_a_conversation_is_written_ahead_and_recalled_after_new(
         assert first.session is not None
         assert not first.notice
         assert "offline agent" in first.text
+        stored_session = await process.store.get_session(first.session.id)
+        assert first.session == stored_session
         entries = await process.store.entries(first.session.id)
         assert [(e.role, e.text) for e in entries] == [
             (Role.USER, "My cat is called Miso and she likes tuna"),

@@ -198,7 +198,14 @@ class Gateway:
                 response=None if interrupted else stored.text,
             ),
         )
-        latest = await self.store.get_session(session.id) or session
+        # The reply was appended to an active session, so its counters are derived
+        # here rather than read back: one store read less on every turn.
+        latest = replace(
+            session,
+            turn_count=stored.seq,
+            token_estimate=session.token_estimate + entry.token_estimate + stored.token_estimate,
+            last_activity_at=stored.created_at,
+        )
         return Outbound(
             latest,
             stored.text,
