@@ -15,6 +15,7 @@ from sessiongate import __version__
 from sessiongate.cli_config import config_app
 from sessiongate.cli_ops import doctor, providers_app
 from sessiongate.cli_outbox import app as outbox_app
+from sessiongate.cli_prune import prune
 from sessiongate.cli_sessions import app as sessions_app
 from sessiongate.cli_support import ConfigOption, StoreOption, load_config, run_command
 from sessiongate.gateway.process import GatewayProcess
@@ -33,6 +34,7 @@ app.add_typer(providers_app, name="providers")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(outbox_app, name="outbox")
 app.command("doctor")(doctor)
+app.command("prune")(prune)
 console = Console()
 err_console = Console(stderr=True)
 

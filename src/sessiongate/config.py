@@ -18,6 +18,7 @@ import difflib
 import ipaddress
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sessiongate.errors import ConfigError
 from sessiongate.keys import DEFAULT_PROFILE, KeyPolicy
-from sessiongate.lifecycle.settings import LifecycleSettings
+from sessiongate.lifecycle.settings import LifecycleSettings, RetentionPolicy
 from sessiongate.policy import ResetRules, parse_duration
 from sessiongate.validation import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -88,6 +89,12 @@ class GatewaySettings(Section):
     drain_seconds: Annotated[float, Field(ge=0)] = 10.0
     # User ids that may /resume other users' sessions and end any session.
     admins: tuple[str, ...] = ()
+    # A replica holds a conversation's lease while it handles a message of it,
+    # renewing it every third of this; a replica that stalls longer loses it.
+    lease_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # How long a message waits while another replica handles its conversation
+    # (under the reject policy it does not wait).
+    lease_wait_seconds: Annotated[float, Field(ge=0)] = 60.0
 
 
 class OfflineAgentSettings(Section):
@@ -257,6 +264,19 @@ class WorkerSettings(Section):
     catch_up_rate: Annotated[float, Field(gt=0)] = 200.0
 
 
+class RetentionSettings(Section):
+    """How long each artefact is kept; 0 keeps it forever."""
+
+    # Finalized sessions with their ledgers, once every provider has received them.
+    ended_sessions_days: Annotated[float, Field(ge=0)] = 90
+    done_jobs_days: Annotated[float, Field(ge=0)] = 7
+    # Dead letters of finished sessions (a live session's stay until redriven or dropped).
+    dead_letters_days: Annotated[float, Field(ge=0)] = 30
+    # The gateway prunes this often on its own; 0: only `sessiongate prune` does.
+    every_minutes: Annotated[float, Field(ge=0)] = 60
+    batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+
+
 class LogSettings(Section):
     """Where log lines go is standard error; this says how they look."""
 
@@ -276,6 +296,7 @@ class Settings(Section):
     platforms: PlatformSettings = Field(default_factory=PlatformSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     timezone: str = "UTC"
     profile: str = DEFAULT_PROFILE
     # Hermes words.
@@ -284,7 +305,8 @@ class Settings(Section):
     reset_by_type: dict[str, dict[str, Any]] | None = None
     group_sessions_per_user: bool = True
     thread_sessions_per_user: bool = False
-    session_store_max_age_days: Annotated[int, Field(ge=0)] | None = None
+    # Conversations idle this long end (reason `prune`) and start afresh; 0 disables.
+    session_store_max_age_days: Annotated[float, Field(ge=0)] = 90
 
     model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(cached_property,))
 
@@ -328,6 +350,23 @@ class Settings(Section):
             checkpoint_quiet=None
             if quiet is None
             else parse_duration(quiet, what="memory.checkpoint_quiet"),
+        )
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The retention rules the `retention` section and Hermes' max age describe."""
+
+        def days(value: float) -> timedelta | None:
+            return timedelta(days=value) if value > 0 else None
+
+        kept = self.retention
+        every = kept.every_minutes
+        return RetentionPolicy(
+            idle=days(self.session_store_max_age_days),
+            ended_sessions=days(kept.ended_sessions_days),
+            done_jobs=days(kept.done_jobs_days),
+            dead_letters=days(kept.dead_letters_days),
+            batch=kept.batch,
+            every=timedelta(minutes=every) if every > 0 else None,
         )
 
     def hooks_directory(self) -> Path | None:

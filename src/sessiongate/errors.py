@@ -44,6 +44,10 @@ class SessionClosed(Conflict):
     """The session is not active any more, so it takes no new ledger entries."""
 
 
+class LeaseLost(Conflict):
+    """The conversation's lease was taken by another replica; this one may not write for it."""
+
+
 class PermanentFailure(SessionGateError):
     """A job failed in a way no retry can fix: it goes straight to the dead letters."""
 

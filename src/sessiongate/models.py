@@ -260,6 +260,9 @@ class EndRequest:
     # Compare-and-set on the ledger too: when given, the session must still hold
     # exactly this many entries, so the jobs built from that snapshot cover them all.
     expected_turns: int | None = None
+    # When given, the end is written only while this lease still holds the session's
+    # key (a replica that lost the conversation cannot end it any more).
+    fence: Lease | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +303,72 @@ class StoreStats:
     commit_delays: tuple[float, ...]
     # Bytes the database takes on disk, or None where that means nothing (memory).
     size_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A conversation lease: `owner` handles session key `key` until `expires_at`.
+
+    `token` fences the holder's writes: a write made with a lease is refused once
+    another owner has taken the key (which hands out a new, larger token), even
+    if the old holder does not know yet that its lease expired.
+    """
+
+    key: str
+    owner: str
+    token: int
+    acquired_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRules:
+    """What `Store.prune` may remove; a cutoff of None keeps that artefact forever.
+
+    - finalized sessions that ended before `sessions_ended_before`, with their
+      ledgers, cursors, timers, jobs and dead letters, when every provider in
+      `providers` has received all their turns and nothing of theirs is pending,
+      running, or dead with a letter that is not old enough to go;
+    - done jobs last changed before `jobs_done_before`;
+    - dead letters (and their dead jobs) that died before `dead_letters_before`,
+      unless their session is still live (it may be redriven);
+    - lease rows expired before `leases_expired_before` (left by a dead holder).
+
+    A session whose key is held by a live lease (a message being handled) is kept.
+    At most `limit` of each artefact go in one call.
+    """
+
+    sessions_ended_before: datetime | None
+    jobs_done_before: datetime | None
+    dead_letters_before: datetime | None
+    leases_expired_before: datetime | None
+    providers: tuple[str, ...] = ()
+    limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What one `Store.prune` call removed (or, in a dry run, would remove)."""
+
+    sessions: tuple[str, ...] = ()
+    entries: int = 0
+    jobs: int = 0
+    dead_letters: tuple[int, ...] = ()
+    leases: int = 0
+
+    def __add__(self, other: PruneReport) -> PruneReport:
+        return PruneReport(
+            sessions=self.sessions + other.sessions,
+            entries=self.entries + other.entries,
+            jobs=self.jobs + other.jobs,
+            dead_letters=self.dead_letters + other.dead_letters,
+            leases=self.leases + other.leases,
+        )
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing went."""
+        return not (self.sessions or self.entries or self.jobs or self.dead_letters or self.leases)
 
 
 def estimate_tokens(text: str) -> int:

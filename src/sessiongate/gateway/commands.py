@@ -17,7 +17,7 @@ from sessiongate.clock import Clock
 from sessiongate.errors import InvalidInput, NotFound
 from sessiongate.gateway.message import Outbound
 from sessiongate.lifecycle.engine import Engine
-from sessiongate.models import EndReason, Entry, Role, Session, Source
+from sessiongate.models import EndReason, Entry, Lease, Role, Session, Source
 
 _COMMAND = re.compile(r"^/([A-Za-z][\w.-]*)(?:@[\w]+)?(?:\s+(.*))?$", re.DOTALL)
 
@@ -52,6 +52,8 @@ class CommandContext:
     session: Session | None
     args: str
     admin: bool
+    # The conversation's lease: every write of the command is fenced by it.
+    fence: Lease | None = None
 
 
 Handler = Callable[[CommandContext], Awaitable[Outbound]]
@@ -184,7 +186,9 @@ class Commands:
         return await self._fresh(ctx, EndReason.RESET, None)
 
     async def _fresh(self, ctx: CommandContext, reason: EndReason, title: str | None) -> Outbound:
-        routed = await self._engine.new_session(ctx.source, reason=reason, title=title)
+        routed = await self._engine.new_session(
+            ctx.source, reason=reason, title=title, fence=ctx.fence
+        )
         text = f"Started a new session {routed.session.id}."
         if routed.ended is not None:
             text += f" The previous one ({routed.ended.id}) is being saved to memory."
@@ -200,7 +204,7 @@ class Commands:
                 user_id=source.user_id, chat_id=source.chat_id, platform=source.platform, limit=50
             )
             target = pick_session(mine, ctx.args, ctx.session)
-        routed = await self._engine.resume(source, target.id, admin=ctx.admin)
+        routed = await self._engine.resume(source, target.id, admin=ctx.admin, fence=ctx.fence)
         return Outbound(
             routed.session,
             f"Resumed {describe(routed.session)}. Its earlier turns are the context again.",
@@ -208,7 +212,7 @@ class Commands:
         )
 
     async def branch(self, ctx: CommandContext) -> Outbound:
-        routed = await self._engine.branch(ctx.source, title=ctx.args or None)
+        routed = await self._engine.branch(ctx.source, title=ctx.args or None, fence=ctx.fence)
         parent = routed.ended.id if routed.ended else "none"
         return Outbound(
             routed.session,
@@ -270,7 +274,9 @@ class Commands:
         entries = await self._store.entries(session.id)
         shown = {entry.seq for entry in visible(entries)}
         seqs = undo_seqs([(e.seq, e.role, e.seq not in shown) for e in entries], count)
-        await self._engine.record(session.id, Role.SYSTEM, f"/undo {count}", meta={"undo": seqs})
+        await self._engine.record(
+            session.id, Role.SYSTEM, f"/undo {count}", meta={"undo": seqs}, fence=ctx.fence
+        )
         refreshed = await self._store.get_session(session.id)
         return Outbound(
             refreshed or session,
@@ -282,7 +288,9 @@ class Commands:
         session = self._require(ctx)
         history = visible(await self._store.entries(session.id))
         summary = await self._agent.summarize(session, history)
-        routed = await self._engine.compress(ctx.source, summary, title=ctx.args or session.title)
+        routed = await self._engine.compress(
+            ctx.source, summary, title=ctx.args or session.title, fence=ctx.fence
+        )
         return Outbound(
             routed.session,
             f"Compressed {len(history)} entries into a summary; continuing in {routed.session.id}.",

@@ -16,8 +16,8 @@ from dataclasses import replace
 
 from sessiongate.agent.base import Agent, AgentTurn
 from sessiongate.clock import Clock
-from sessiongate.config import GatewaySettings
-from sessiongate.errors import Conflict, InvalidInput, NotFound, SessionClosed
+from sessiongate.config import BusyPolicy, GatewaySettings
+from sessiongate.errors import Conflict, InvalidInput, LeaseLost, NotFound, SessionClosed
 from sessiongate.gateway.commands import (
     CommandContext,
     Commands,
@@ -27,6 +27,7 @@ from sessiongate.gateway.commands import (
     visible,
 )
 from sessiongate.gateway.lanes import Busy, Lanes
+from sessiongate.gateway.leases import ConversationLeases, LeaseSettings
 from sessiongate.gateway.message import Inbound, Outbound
 from sessiongate.hooks import events
 from sessiongate.hooks.decision import DecisionKind
@@ -36,7 +37,7 @@ from sessiongate.lifecycle.engine import Engine, Routed
 from sessiongate.logs import about_session
 from sessiongate.memory.provider import RecallHit, RecallScope
 from sessiongate.memory.recall import Recaller
-from sessiongate.models import Entry, Role, Session, Source
+from sessiongate.models import Entry, Lease, Role, Session, Source
 from sessiongate.validation import check_text
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Gateway:
         settings: GatewaySettings,
         clock: Clock,
         ids: IdGenerator,
+        owner: str = "gateway",
     ) -> None:
         self.engine = engine
         self.store = engine.store
@@ -70,6 +72,12 @@ class Gateway:
         self._clock = clock
         self._ids = ids
         self._lanes = Lanes(settings.busy)
+        self._leases = ConversationLeases(
+            self.store,
+            owner=owner,
+            clock=clock,
+            settings=LeaseSettings(settings.lease_seconds, settings.lease_wait_seconds),
+        )
         self._commands = Commands(engine, agent, clock)
 
     async def handle(self, inbound: Inbound) -> Outbound:
@@ -91,13 +99,22 @@ class Gateway:
                 "Stopped the answer." if stopped else "Nothing is being answered right now.",
                 command="stop",
             )
+        wait = self._settings.busy is not BusyPolicy.REJECT
         try:
-            async with self._lanes.turn(key):
+            async with self._lanes.turn(key), self._leases.hold(key, wait=wait) as fence:
                 if parsed is not None:
-                    return await self._command(source, parsed)
-                return await self._message(key, source, inbound)
+                    return await self._command(source, parsed, fence)
+                return await self._message(key, source, inbound, fence)
         except Busy as exc:
             return Outbound(None, f"Busy: {exc}.", notice=True)
+        except LeaseLost:
+            log.warning("lost the conversation %s to another replica mid-message", key)
+            return Outbound(
+                await self.store.routed_session(key),
+                "This conversation was taken over by another gateway replica before the "
+                "answer was stored; send your message again.",
+                notice=True,
+            )
         except (InvalidInput, NotFound, Conflict) as exc:
             return Outbound(await self.store.routed_session(key), f"{exc}.", notice=True)
 
@@ -124,7 +141,7 @@ class Gateway:
         # Memory is kept per user: a source without a user id is its chat's only user.
         return source if source.user_id else replace(source, user_id=source.chat_id)
 
-    async def _command(self, source: Source, parsed: Parsed) -> Outbound:
+    async def _command(self, source: Source, parsed: Parsed, fence: Lease) -> Outbound:
         current = await self.store.routed_session(self.engine.key_of(source))
         event = events.command(
             parsed.name,
@@ -149,15 +166,21 @@ class Gateway:
         if handler is None:
             return Outbound(current, f"Unknown command /{parsed.name}.\n{help_text()}", notice=True)
         admin = source.user_id in self._settings.admins
-        return await handler(CommandContext(source, current, parsed.args, admin))
+        return await handler(CommandContext(source, current, parsed.args, admin, fence))
 
-    async def _message(self, key: str, source: Source, inbound: Inbound) -> Outbound:
-        routed, entry = await self._write_ahead(source, inbound)
+    async def _message(self, key: str, source: Source, inbound: Inbound, fence: Lease) -> Outbound:
+        routed, entry = await self._write_ahead(source, inbound, fence)
         with about_session(routed.session.id):
-            return await self._respond(key, source, inbound, routed, entry)
+            return await self._respond(key, source, inbound, routed, entry, fence)
 
     async def _respond(
-        self, key: str, source: Source, inbound: Inbound, routed: Routed, entry: Entry
+        self,
+        key: str,
+        source: Source,
+        inbound: Inbound,
+        routed: Routed,
+        entry: Entry,
+        fence: Lease,
     ) -> Outbound:
         """Everything after the write-ahead: events, recall, the agent, the reply."""
         session = routed.session
@@ -186,8 +209,8 @@ class Gateway:
             return (await self._recaller.recall(scope, query)).hits
 
         turn = AgentTurn(session, history, inbound.text, recalled, search)
-        reply, interrupted = await self._answer(key, turn)
-        stored = await self._record_reply(session, reply, interrupted=interrupted)
+        reply, interrupted = await self._answer(key, turn, fence)
+        stored = await self._record_reply(session, reply, interrupted=interrupted, fence=fence)
         interrupted = bool(stored.meta.get("interrupted"))
         await self.engine.notify(
             session,
@@ -214,23 +237,26 @@ class Gateway:
             preamble=preamble,
         )
 
-    async def _write_ahead(self, source: Source, inbound: Inbound) -> tuple[Routed, Entry]:
+    async def _write_ahead(
+        self, source: Source, inbound: Inbound, fence: Lease
+    ) -> tuple[Routed, Entry]:
         """Route and record the user's message; durable before anything else happens."""
         for _ in range(_RECORD_ATTEMPTS):
-            routed = await self.engine.route(source)
+            routed = await self.engine.route(source, fence=fence)
             try:
                 entry = await self.engine.record(
                     routed.session.id,
                     Role.USER,
                     inbound.text,
                     platform_message_id=inbound.platform_message_id,
+                    fence=fence,
                 )
             except SessionClosed:
                 continue  # ended between route and record (a timer, another replica)
             return routed, entry
         raise Conflict("the session kept ending while the message was being stored; send it again")
 
-    async def _answer(self, key: str, turn: AgentTurn) -> tuple[str, bool]:
+    async def _answer(self, key: str, turn: AgentTurn, fence: Lease) -> tuple[str, bool]:
         """The agent's reply, or (notice, True) when the turn was interrupted."""
         work = asyncio.create_task(self.agent.reply(turn), name=f"agent:{turn.session.id}")
         try:
@@ -241,7 +267,7 @@ class Gateway:
                 # This handler itself is being cancelled (shutdown, client gone): record
                 # the turn as interrupted, then let the cancellation through.
                 work.cancel()
-                await self._record_reply(turn.session, INTERRUPTED, interrupted=True)
+                await self._record_reply(turn.session, INTERRUPTED, interrupted=True, fence=fence)
                 raise
             return INTERRUPTED, True
         except Exception as exc:  # isolation point: a failing agent never loses the message
@@ -252,16 +278,20 @@ class Gateway:
                 True,
             )
 
-    async def _record_reply(self, session: Session, text: str, *, interrupted: bool) -> Entry:
+    async def _record_reply(
+        self, session: Session, text: str, *, interrupted: bool, fence: Lease
+    ) -> Entry:
         meta = {"interrupted": True} if interrupted else None
         try:
-            return await self.engine.record(session.id, Role.ASSISTANT, text, meta=meta)
+            return await self.engine.record(
+                session.id, Role.ASSISTANT, text, meta=meta, fence=fence
+            )
         except InvalidInput as exc:
             # A reply that cannot be stored is not sent either (write-ahead): say why.
             log.error("the reply for session %s cannot be stored: %s", session.id, exc)
             notice = f"(the agent's reply could not be stored: {exc})"
             return await self.engine.record(
-                session.id, Role.ASSISTANT, notice, meta={"interrupted": True}
+                session.id, Role.ASSISTANT, notice, meta={"interrupted": True}, fence=fence
             )
         except SessionClosed:
             # The session ended while the agent was answering (a /new from another

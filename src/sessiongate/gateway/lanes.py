@@ -3,8 +3,9 @@
 Messages of different keys run concurrently. A message that arrives while the
 agent is still answering the same key follows the busy policy: wait its turn
 (queue), cancel the running agent turn and go next (interrupt), or be refused
-(reject). This is ordering within one process; across replicas the store's
-compare-and-set transitions keep the ledger consistent.
+(reject). This is ordering within one process; across replicas the
+conversation's lease in the store (`gateway.leases`) lets one replica at a time
+handle it.
 """
 
 from __future__ import annotations

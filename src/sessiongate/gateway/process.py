@@ -88,6 +88,7 @@ class GatewayProcess:
                     poll_seconds=work.poll_seconds,
                     drain_seconds=settings.gateway.drain_seconds,
                 ),
+                retention=settings.retention_policy(),
                 sweeper=sweeper.SweeperSettings(
                     lease_seconds=work.lease_seconds,
                     poll_seconds=work.poll_seconds,
@@ -109,6 +110,7 @@ class GatewayProcess:
                 settings=settings.gateway,
                 clock=clock,
                 ids=IdGenerator(clock, system_random()),
+                owner=lifecycle.owner,
             )
             process = cls(settings, store, lifecycle, gateway, agent, hooks, problems, access)
             process.platforms = _platforms(process)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sessiongate.clock import Clock
-from sessiongate.errors import Conflict, InvalidInput, NotFound, SessionClosed
+from sessiongate.errors import Conflict, InvalidInput, LeaseLost, NotFound, SessionClosed
 from sessiongate.hooks.events import Event
 from sessiongate.ids import IdGenerator
 from sessiongate.keys import session_key
@@ -32,6 +32,7 @@ from sessiongate.models import (
     EndReason,
     EndRequest,
     Entry,
+    Lease,
     Lineage,
     NewEntry,
     Role,
@@ -95,12 +96,13 @@ class Engine:
         """The session key of a source under the configured key policy."""
         return session_key(source, self._settings.keys)
 
-    async def route(self, source: Source) -> Routed:
+    async def route(self, source: Source, *, fence: Lease | None = None) -> Routed:
         """The current session for `source`, ending an expired one and opening a new one.
 
         Expiry is the same policy function the timers use, evaluated lazily here; an
         expired session ends with `auto_reset` (the detail names the policy that
-        fired) and its successor starts in the same transaction.
+        fired) and its successor starts in the same transaction. With `fence` (the
+        conversation's lease), every write is refused once another replica holds it.
         """
         key = self.key_of(source)
         for _ in range(_ROUTE_ATTEMPTS):
@@ -108,7 +110,9 @@ class Engine:
             current = await self._store.routed_session(key)
             if current is None:
                 try:
-                    return Routed(await self._open(source, key), started=True)
+                    return Routed(await self._open(source, key, fence=fence), started=True)
+                except LeaseLost:
+                    raise
                 except Conflict:
                     continue
             expiry = self.expiry(current)
@@ -117,7 +121,9 @@ class Engine:
             detail = f"{expiry.reason}: {expiry.detail}"
             end = self._end_request(current, EndReason.AUTO_RESET, detail=detail, at=now)
             try:
-                fresh = await self._open(source, key, end=end, rotation_of=current)
+                fresh = await self._open(source, key, end=end, rotation_of=current, fence=fence)
+            except LeaseLost:
+                raise
             except Conflict:
                 continue
             return Routed(fresh, started=True, ended=current, reason_detail=detail)
@@ -137,6 +143,7 @@ class Engine:
         parts: Sequence[dict[str, Any]] = (),
         platform_message_id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        fence: Lease | None = None,
     ) -> Entry:
         """Append one ledger entry; the write is durable when this returns.
 
@@ -152,7 +159,9 @@ class Engine:
             platform_message_id=platform_message_id,
             meta=dict(meta or {}),
         )
-        [stored] = await self._store.append_entries(session_id, [entry], at=self._clock.now())
+        [stored] = await self._store.append_entries(
+            session_id, [entry], at=self._clock.now(), fence=fence
+        )
         every = self._settings.checkpoint_every_turns
         if every and self._settings.providers and stored.seq % every == 0:
             # After the write: a crash in between only delays this memory to the
@@ -185,7 +194,12 @@ class Engine:
         raise Conflict(f"session {session_id} kept changing while being ended; retry")
 
     async def new_session(
-        self, source: Source, *, reason: EndReason = EndReason.NEW, title: str | None = None
+        self,
+        source: Source,
+        *,
+        reason: EndReason = EndReason.NEW,
+        title: str | None = None,
+        fence: Lease | None = None,
     ) -> Routed:
         """/new and /reset: end the current session (if any) and start a fresh one."""
         if reason not in (EndReason.NEW, EndReason.RESET, EndReason.ADMIN):
@@ -197,29 +211,53 @@ class Engine:
             if current is not None:
                 end = self._end_request(current, reason, at=self._clock.now())
             try:
-                fresh = await self._open(source, key, end=end, title=title, rotation_of=current)
+                fresh = await self._open(
+                    source, key, end=end, title=title, rotation_of=current, fence=fence
+                )
+            except LeaseLost:
+                raise
             except Conflict:
                 continue
             return Routed(fresh, started=True, ended=current)
         raise Conflict(f"session key {key!r} kept changing under concurrent writers; retry")
 
-    async def branch(self, source: Source, *, title: str | None = None) -> Routed:
+    async def branch(
+        self, source: Source, *, title: str | None = None, fence: Lease | None = None
+    ) -> Routed:
         """/branch: a child with a copy of the current ledger; the parent ends (`branch`)."""
-        return await self._rotate_child(source, EndReason.BRANCH, Lineage.BRANCH, title=title)
+        return await self._rotate_child(
+            source, EndReason.BRANCH, Lineage.BRANCH, title=title, fence=fence
+        )
 
-    async def compress(self, source: Source, summary: str, *, title: str | None = None) -> Routed:
+    async def compress(
+        self,
+        source: Source,
+        summary: str,
+        *,
+        title: str | None = None,
+        fence: Lease | None = None,
+    ) -> Routed:
         """Compression rotation: the parent ends (`compression`); a child continues.
 
         The child's ledger starts with `summary` as a system entry.
         """
         check_text(summary, what="summary", max_bytes=self._settings.max_message_bytes)
         routed = await self._rotate_child(
-            source, EndReason.COMPRESSION, Lineage.COMPRESSION, title=title
+            source, EndReason.COMPRESSION, Lineage.COMPRESSION, title=title, fence=fence
         )
-        await self.record(routed.session.id, Role.SYSTEM, summary, meta={"summary": True})
+        await self.record(
+            routed.session.id, Role.SYSTEM, summary, meta={"summary": True}, fence=fence
+        )
         return routed
 
-    async def resume(self, source: Source, target_id: str, *, admin: bool = False) -> Routed:
+    async def resume(
+        self,
+        source: Source,
+        target_id: str,
+        *,
+        admin: bool = False,
+        fence: Lease | None = None,
+    ) -> Routed:
         """/resume: switch the key to an earlier session of the same user and chat.
 
         The current session ends with `switch`; the target is reopened, and its
@@ -252,7 +290,10 @@ class Engine:
                     end=end,
                     timers=self._timers_for(reopened_epoch),
                     jobs=start_jobs(reopened_epoch, reason="resume"),
+                    fence=fence,
                 )
+            except LeaseLost:
+                raise
             except Conflict:
                 # A turn or a route changed under us (the end's compare-and-set):
                 # read again so the switch's consumers cover what is there now.
@@ -309,7 +350,13 @@ class Engine:
         return await self.end_session(session_id, EndReason.SUSPENDED)
 
     async def _rotate_child(
-        self, source: Source, reason: EndReason, lineage: Lineage, *, title: str | None
+        self,
+        source: Source,
+        reason: EndReason,
+        lineage: Lineage,
+        *,
+        title: str | None,
+        fence: Lease | None,
     ) -> Routed:
         key = self.key_of(source)
         for _ in range(_ROUTE_ATTEMPTS):
@@ -328,7 +375,10 @@ class Engine:
                     lineage=lineage,
                     copy_from=copy,
                     rotation_of=parent,
+                    fence=fence,
                 )
+            except LeaseLost:
+                raise
             except Conflict:
                 continue
             return Routed(child, started=True, ended=parent)
@@ -345,6 +395,7 @@ class Engine:
         lineage: Lineage | None = None,
         copy_from: str | None = None,
         rotation_of: Session | None = None,
+        fence: Lease | None = None,
     ) -> Session:
         now = self._clock.now()
         session = Session(
@@ -370,6 +421,7 @@ class Engine:
             copy_entries_from=copy_from,
             timers=self._timers_for(session),
             jobs=start_jobs(session, reason=str(lineage or "new")),
+            fence=fence,
         )
         self._on_change()
         return stored

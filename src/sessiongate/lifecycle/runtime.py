@@ -17,7 +17,8 @@ from sessiongate.hooks.dispatcher import HookDispatcher
 from sessiongate.ids import IdGenerator
 from sessiongate.lifecycle.engine import Engine
 from sessiongate.lifecycle.handlers import default_retry_policies, job_handlers
-from sessiongate.lifecycle.settings import LifecycleSettings
+from sessiongate.lifecycle.retention import Retention
+from sessiongate.lifecycle.settings import LifecycleSettings, RetentionPolicy
 from sessiongate.lifecycle.sweeper import Sweeper, SweeperSettings
 from sessiongate.lifecycle.worker import Worker, WorkerSettings
 from sessiongate.memory.guard import GuardedProvider, GuardSettings
@@ -48,6 +49,7 @@ class Lifecycle:
         worker: WorkerSettings | None = None,
         sweeper: SweeperSettings | None = None,
         guard: GuardSettings | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.rand = rand or system_random()
@@ -76,16 +78,21 @@ class Lifecycle:
             settings=worker,
         )
         self.sweeper = Sweeper(self.engine, owner=self.owner, clock=self.clock, settings=sweeper)
+        # Off unless given: the gateway process passes the configured policy.
+        self.retention = Retention(
+            self.engine, retention or RetentionPolicy(every=None), clock=self.clock
+        )
 
     def _changed(self) -> None:
         self.worker.wake()
         self.sweeper.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run the worker and the sweeper until `stop` is set (then drain)."""
+        """Run the worker, the sweeper and retention until `stop` is set (then drain)."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.worker.run(stop))
             group.create_task(self.sweeper.run(stop))
+            group.create_task(self.retention.run(stop))
 
     async def drain(self, *, rounds: int = 100) -> int:
         """Run every job that is due now until none is left; return how many ran."""

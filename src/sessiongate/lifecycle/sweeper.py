@@ -115,6 +115,14 @@ class Sweeper:
             )
             self._engine.changed()
             return False
+        lease = await self._store.lease_of(session.key)
+        if lease is not None and self._clock.now() < lease.expires_at:
+            # A message of this conversation is being handled right now: its turn
+            # must not be cut off; look again when that lease runs out.
+            await self._store.release_timer(
+                timer.session_id, timer.kind, self._owner, reschedule_at=lease.expires_at
+            )
+            return False
         expiry = self._engine.expiry(session)
         if expiry is None:
             # Activity moved the boundary: re-arm at the new due time (or drop it).

@@ -34,9 +34,12 @@ from sessiongate.models import (
     Entry,
     Job,
     JobState,
+    Lease,
     NewEntry,
     NewJob,
     OutboxStats,
+    PruneReport,
+    RetentionRules,
     Session,
     SessionState,
     StoreStats,
@@ -56,6 +59,7 @@ class SessionStore(Protocol):
         copy_upto_seq: int | None = None,
         timers: Sequence[Timer] = (),
         jobs: Sequence[NewJob] = (),
+        fence: Lease | None = None,
     ) -> Session:
         """Insert `session` (state `active`) and route its key to it, in one transaction.
 
@@ -73,6 +77,8 @@ class SessionStore(Protocol):
         Of `session`, the store keeps the id, key, source fields, title, parent,
         lineage, times and epoch; state is `active`, end fields are empty and the
         counters are 0 (or those of the copy). Returns the session as stored.
+        With `fence`, raises `LeaseLost` and writes nothing unless that lease still
+        holds its key (see `LeaseStore`); `end.fence` is checked as `end_session` does.
         """
         ...
 
@@ -85,7 +91,8 @@ class SessionStore(Protocol):
         every routing row that points at this session; delete its timers; enqueue
         `end.jobs` at `end.at`. If the session then has no gating job (a
         `gates_finalize` job whose `session_id` is this session) that is not `done`, it
-        goes straight to `finalized`. Returns True. Raises `NotFound` for an unknown id.
+        goes straight to `finalized`. Returns True. Raises `NotFound` for an unknown id,
+        and `LeaseLost` (nothing written) when `end.fence` no longer holds its key.
         """
         ...
 
@@ -97,6 +104,7 @@ class SessionStore(Protocol):
         end: EndRequest | None = None,
         timers: Sequence[Timer] = (),
         jobs: Sequence[NewJob] = (),
+        fence: Lease | None = None,
     ) -> Session:
         """Resume an ended session (`ending` or `finalized`) in one transaction.
 
@@ -106,7 +114,8 @@ class SessionStore(Protocol):
         written) if the session is active or was forgotten (end reason `forget`),
         `end`'s compare-and-set fails, or its key
         still routes to another session after `end`,
-        `NotFound` for an unknown id.
+        `NotFound` for an unknown id, `LeaseLost` (nothing written) when `fence` no
+        longer holds its key.
         """
         ...
 
@@ -136,7 +145,12 @@ class SessionStore(Protocol):
         ...
 
     async def append_entries(
-        self, session_id: str, entries: Sequence[NewEntry], *, at: datetime
+        self,
+        session_id: str,
+        entries: Sequence[NewEntry],
+        *,
+        at: datetime,
+        fence: Lease | None = None,
     ) -> list[Entry]:
         """Append entries to an active session's ledger, in one transaction.
 
@@ -145,7 +159,8 @@ class SessionStore(Protocol):
         session's `turn_count`, `token_estimate` and `last_activity_at` (= `at`)
         are updated; entries are created at `at`. Raises `SessionClosed` if the
         session is not active, `NotFound` if it does not exist (checked even for no
-        entries, which write nothing). Returns the stored entries.
+        entries, which write nothing). With `fence`, raises `LeaseLost` (nothing
+        written) unless that lease still holds its key. Returns the stored entries.
         """
         ...
 
@@ -384,7 +399,67 @@ class CursorStore(Protocol):
         ...
 
 
-class Store(SessionStore, Outbox, TimerStore, CursorStore, Protocol):
+class LeaseStore(Protocol):
+    """Conversation leases: one replica handles a session key at a time.
+
+    A lease is live while `at < expires_at`. Tokens come from one counter per
+    database that never decreases, so every acquisition (of any key) gets a
+    token larger than all before it. A lease "holds its key" while the key's
+    row carries its token: only a new acquisition takes that away, so an expired
+    lease nobody took over still fences correctly.
+    """
+
+    async def acquire_lease(
+        self, key: str, owner: str, *, at: datetime, lease_seconds: float
+    ) -> Lease | None:
+        """Take `key` for `owner` until `at + lease_seconds`, with a new token.
+
+        Succeeds when nobody holds the key or its lease has expired (whoever held
+        it, `owner` included); None, writing nothing, while another lease is live.
+        """
+        ...
+
+    async def renew_lease(
+        self, lease: Lease, *, at: datetime, lease_seconds: float
+    ) -> Lease | None:
+        """Extend a lease that still holds its key to `at + lease_seconds`; None if lost."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> bool:
+        """Give the key up if this lease still holds it; False if it had been taken."""
+        ...
+
+    async def lease_of(self, key: str) -> Lease | None:
+        """The lease row of `key` (live or expired), or None."""
+        ...
+
+
+class RetentionStore(Protocol):
+    """What retention reads and removes (see `RetentionRules`)."""
+
+    async def stale_sessions(
+        self, *, idle_before: datetime, at: datetime, limit: int
+    ) -> list[Session]:
+        """Active sessions idle since before `idle_before`, oldest activity first.
+
+        Sessions whose key is held by a live lease at `at` are left out.
+        """
+        ...
+
+    async def prune(
+        self, rules: RetentionRules, *, at: datetime, dry_run: bool = False
+    ) -> PruneReport:
+        """Remove what `rules` allow, in one transaction; report exactly what went.
+
+        With `dry_run`, nothing is written and the report names what would go: the
+        same conditions select both. Deleting a session deletes its ledger,
+        cursors, timers, jobs and any routing row pointing at it; a conversation
+        whose session was pruned starts a new session on its next message.
+        """
+        ...
+
+
+class Store(SessionStore, Outbox, TimerStore, CursorStore, LeaseStore, RetentionStore, Protocol):
     """Everything durable. Open one with `sessiongate.store.open_store(url)`."""
 
     async def stats(self, *, ended_since: datetime, limit: int = 1000) -> StoreStats:

@@ -20,6 +20,7 @@ from sessiongate.models import (
     EndReason,
     EndRequest,
     Entry,
+    Lease,
     NewEntry,
     NewJob,
     Session,
@@ -29,14 +30,15 @@ from sessiongate.models import (
 )
 from sessiongate.store import intake
 from sessiongate.store.memory_archive import MemoryArchive
-from sessiongate.store.memory_outbox import MemoryOutbox, lease_live
+from sessiongate.store.memory_outbox import lease_live
+from sessiongate.store.memory_retention import MemoryRetention
 from sessiongate.store.memory_stats import compute_stats
 from sessiongate.validation import check_identifier, check_text, storable
 
 SCHEMA_VERSION = 1
 
 
-class MemoryStore(MemoryOutbox):
+class MemoryStore(MemoryRetention):
     """The reference `Store`, in process memory; lost when the process ends."""
 
     def __init__(self) -> None:
@@ -93,13 +95,17 @@ class MemoryStore(MemoryOutbox):
         copy_upto_seq: int | None = None,
         timers: Sequence[Timer] = (),
         jobs: Sequence[NewJob] = (),
+        fence: Lease | None = None,
     ) -> Session:
         """See `SessionStore.start_session`."""
         async with self._open():
+            self._check_fence(fence)
             fresh = intake.session_to_insert(session)
             new_timers = [intake.timer_to_set(t) for t in timers]
             new_jobs = intake.jobs_to_enqueue(jobs)
             end = None if end is None else self._checked_end(end)
+            if end is not None:
+                self._check_fence(end.fence)
             if end is not None and not self._end_allowed(end):
                 raise Conflict(f"session {end.session_id} is no longer in {_states(end)}")
             if fresh.id in self._sessions:
@@ -128,6 +134,7 @@ class MemoryStore(MemoryOutbox):
         """See `SessionStore.end_session`."""
         async with self._open():
             end = self._checked_end(end)
+            self._check_fence(end.fence)
             if not self._end_allowed(end):
                 return False
             self._apply_end(end)
@@ -141,9 +148,11 @@ class MemoryStore(MemoryOutbox):
         end: EndRequest | None = None,
         timers: Sequence[Timer] = (),
         jobs: Sequence[NewJob] = (),
+        fence: Lease | None = None,
     ) -> Session:
         """See `SessionStore.reopen_session`."""
         async with self._open():
+            self._check_fence(fence)
             at = intake.utc(at, "reopen time")
             new_timers = [intake.timer_to_set(t) for t in timers]
             new_jobs = intake.jobs_to_enqueue(jobs)
@@ -153,6 +162,8 @@ class MemoryStore(MemoryOutbox):
                 raise Conflict(f"session {session_id} is active; only an ended one reopens")
             if target.end_reason is EndReason.FORGET:
                 raise Conflict(f"session {session_id} was forgotten; it cannot be reopened")
+            if end is not None:
+                self._check_fence(end.fence)
             if end is not None and not self._end_allowed(end):
                 raise Conflict(f"session {end.session_id} is no longer in {_states(end)}")
             self._check_route_free(target.key, end)
@@ -229,10 +240,16 @@ class MemoryStore(MemoryOutbox):
             return erased
 
     async def append_entries(
-        self, session_id: str, entries: Sequence[NewEntry], *, at: datetime
+        self,
+        session_id: str,
+        entries: Sequence[NewEntry],
+        *,
+        at: datetime,
+        fence: Lease | None = None,
     ) -> list[Entry]:
         """See `SessionStore.append_entries`."""
         async with self._open():
+            self._check_fence(fence)
             at = intake.utc(at, "entry time")
             checked = [intake.entry_to_append(e) for e in entries]
             session = self._require_session(session_id)

@@ -8,11 +8,13 @@ an agent sent (system prompt, memory block, history) as well as what it got:
   with the rest of the message as the query (when tools are offered);
 - after a tool result it answers `from memory: <the tool's content>`;
 - otherwise it answers `echo: <the last user message>`;
-- `failing = True` makes it answer HTTP 500, as an outage would.
+- `failing = True` makes it answer HTTP 500, as an outage would;
+- `delay` seconds pass before each answer, as a model thinking would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -29,6 +31,7 @@ class FakeChatModel:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.failing = False
+        self.delay = 0.0
 
     def app(self) -> Starlette:
         """The ASGI app to serve (e.g. through `httpx.ASGITransport` or uvicorn)."""
@@ -37,6 +40,8 @@ class FakeChatModel:
     async def _chat(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.requests.append(body)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.failing:
             return JSONResponse({"error": {"message": "model down", "type": "server"}}, 500)
         return JSONResponse(_completion(body.get("model", "fake"), self._answer(body)))

@@ -21,6 +21,7 @@ from sessiongate.models import (
     Entry,
     Job,
     JobState,
+    Lease,
     NewEntry,
     NewJob,
     OutboxStats,
@@ -34,6 +35,7 @@ from sessiongate.store.postgres import queries, records, transactions
 from sessiongate.store.postgres.archive import PostgresArchive
 from sessiongate.store.postgres.connection import Cursor as DbCursor
 from sessiongate.store.postgres.connection import Database
+from sessiongate.store.postgres.leases import PostgresLeases, check_fence
 from sessiongate.store.postgres.records import (
     Params,
     aware,
@@ -44,7 +46,7 @@ from sessiongate.store.postgres.records import (
 from sessiongate.store.postgres.stats import read_stats
 
 
-class PostgresStore:
+class PostgresStore(PostgresLeases):
     """The PostgreSQL `Store`. Open it with `await PostgresStore.open(dsn)`."""
 
     def __init__(self, database: Database) -> None:
@@ -145,6 +147,7 @@ class PostgresStore:
         copy_upto_seq: int | None = None,
         timers: Sequence[Timer] = (),
         jobs: Sequence[NewJob] = (),
+        fence: Lease | None = None,
     ) -> Session:
         """See `SessionStore.start_session`."""
         params = records.session_params(session)
@@ -153,6 +156,7 @@ class PostgresStore:
         job_rows = [records.job_params(job, session.created_at) for job in jobs]
 
         async def run(cursor: DbCursor) -> Session:
+            await check_fence(cursor, fence)
             await transactions.end_or_conflict(cursor, end, end_jobs)
             stored = await transactions.insert_session(cursor, params)
             await transactions.route(cursor, session.key, session.id, session.created_at)
@@ -183,6 +187,7 @@ class PostgresStore:
         end: EndRequest | None = None,
         timers: Sequence[Timer] = (),
         jobs: Sequence[NewJob] = (),
+        fence: Lease | None = None,
     ) -> Session:
         """See `SessionStore.reopen_session`."""
         aware(at, "at")
@@ -193,6 +198,7 @@ class PostgresStore:
         async def run(cursor: DbCursor) -> Session:
             # Reopened first (another row than `end`'s), so an unknown or active
             # session is reported as such before `end` is tried.
+            await check_fence(cursor, fence)
             reopened = await transactions.reopen(cursor, session_id, at)
             await transactions.end_or_conflict(cursor, end, end_jobs)
             await transactions.route(cursor, reopened.key, session_id, at)
@@ -263,13 +269,19 @@ class PostgresStore:
         return records.session_from(row)
 
     async def append_entries(
-        self, session_id: str, entries: Sequence[NewEntry], *, at: datetime
+        self,
+        session_id: str,
+        entries: Sequence[NewEntry],
+        *,
+        at: datetime,
+        fence: Lease | None = None,
     ) -> list[Entry]:
         """See `SessionStore.append_entries`."""
         aware(at, "at")
         rows = [records.entry_params(entry) for entry in entries]
 
         async def run(cursor: DbCursor) -> list[Entry]:
+            await check_fence(cursor, fence)
             return await transactions.append(cursor, session_id, rows, at)
 
         return await self._db.run(run)

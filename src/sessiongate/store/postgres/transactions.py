@@ -15,6 +15,7 @@ from sessiongate.errors import Conflict, NotFound, SessionClosed
 from sessiongate.models import EndReason, EndRequest, Entry, Session, SessionState
 from sessiongate.store.postgres import queries, records
 from sessiongate.store.postgres.connection import Cursor
+from sessiongate.store.postgres.leases import check_fence
 from sessiongate.store.postgres.records import Params
 
 
@@ -50,6 +51,7 @@ async def finalize_if_drained(cursor: Cursor, session_id: str) -> bool:
 
 async def end(cursor: Cursor, request: EndRequest, jobs: Sequence[Params]) -> bool:
     """The one funnel (`Store.end_session`) on an open transaction; `jobs` are checked."""
+    await check_fence(cursor, request.fence)
     await cursor.execute(
         queries.MARK_ENDING,
         {

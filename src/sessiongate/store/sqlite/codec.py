@@ -315,6 +315,9 @@ def end_params(end: EndRequest) -> dict[str, Any]:
         "expected": json.dumps([state.value for state in checked.expected]),
         "turns": checked.expected_turns,
         "jobs": jobs_params(checked.jobs, at=checked.at),
+        "fence": None
+        if checked.fence is None
+        else {"key": checked.fence.key, "token": int(checked.fence.token)},
     }
 
 

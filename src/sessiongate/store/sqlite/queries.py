@@ -394,3 +394,87 @@ INSERT INTO cursors (provider, session_id, last_error, updated_at)
 VALUES (:provider, :session_id, :error, :at)
 ON CONFLICT (provider, session_id) DO UPDATE
 SET last_error = excluded.last_error, updated_at = excluded.updated_at"""
+
+# -- conversation leases ------------------------------------------------------------------------
+
+NEXT_LEASE_TOKEN = "UPDATE lease_tokens SET last = last + 1 WHERE id = 1 RETURNING last AS token"
+ACQUIRE_LEASE = """
+INSERT INTO leases (key, owner, token, acquired_at, expires_at)
+VALUES (:key, :owner, :token, :at, :expires_at)
+ON CONFLICT (key) DO UPDATE SET
+    owner = excluded.owner,
+    token = excluded.token,
+    acquired_at = excluded.acquired_at,
+    expires_at = excluded.expires_at
+WHERE leases.expires_at <= :at
+RETURNING key, owner, token, acquired_at, expires_at
+"""
+RENEW_LEASE = """
+UPDATE leases SET expires_at = :expires_at WHERE key = :key AND token = :token
+RETURNING key, owner, token, acquired_at, expires_at
+"""
+RELEASE_LEASE = "DELETE FROM leases WHERE key = :key AND token = :token"
+LEASE_OF = "SELECT key, owner, token, acquired_at, expires_at FROM leases WHERE key = :key"
+FENCE_HOLDS = "SELECT 1 FROM leases WHERE key = :key AND token = :token"
+
+# -- retention ----------------------------------------------------------------------------------
+
+STALE_SESSIONS = f"""
+SELECT {SESSION_COLUMNS} FROM sessions s
+WHERE s.state = 'active' AND s.last_activity_at < :idle_before
+  AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.key = s.key AND l.expires_at > :at)
+ORDER BY s.last_activity_at, s.id
+LIMIT :limit
+"""
+# Finalized long enough ago, nothing of it pending or running (a dead job only once its
+# letter is old enough to go too), not being handled, and every named provider has
+# received all its turns (a forgotten session has none left).
+PRUNABLE_SESSIONS = """
+SELECT s.id FROM sessions s
+WHERE s.state = 'finalized' AND s.ended_at < :ended_before
+  AND NOT EXISTS (
+      SELECT 1 FROM jobs j WHERE j.session_id = s.id AND j.state <> 'done'
+        AND NOT EXISTS (
+            SELECT 1 FROM dead_letters d WHERE d.job_id = j.id AND d.died_at < :died_before
+        )
+  )
+  AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.key = s.key AND l.expires_at > :at)
+  AND (s.end_reason = 'forget' OR s.turn_count = 0 OR (
+      SELECT count(*) FROM cursors c
+      WHERE c.session_id = s.id AND c.delivered_seq >= s.turn_count
+        AND c.provider IN (SELECT value FROM json_each(:providers))
+  ) = :provider_count)
+ORDER BY s.ended_at, s.id
+LIMIT :limit
+"""
+COUNT_LEDGER_OF = (
+    "SELECT count(*) AS n FROM ledger WHERE session_id IN (SELECT value FROM json_each(:ids))"
+)
+JOBS_OF_SESSIONS = "SELECT id FROM jobs WHERE session_id IN (SELECT value FROM json_each(:ids))"
+DEAD_LETTERS_OF = (
+    "SELECT job_id FROM dead_letters WHERE session_id IN (SELECT value FROM json_each(:ids))"
+)
+OLD_DONE_JOBS = """
+SELECT id FROM jobs WHERE state = 'done' AND updated_at < :done_before ORDER BY id LIMIT :limit
+"""
+# A dead letter of a live session stays: it may still be redriven to finish that session.
+PRUNABLE_DEAD_LETTERS = """
+SELECT d.job_id FROM dead_letters d
+WHERE d.died_at < :died_before
+  AND NOT EXISTS (
+      SELECT 1 FROM sessions s WHERE s.id = d.session_id AND s.state <> 'finalized'
+  )
+ORDER BY d.died_at, d.job_id
+LIMIT :limit
+"""
+EXPIRED_LEASES = """
+SELECT key FROM leases WHERE expires_at <= :expired_before ORDER BY expires_at, key LIMIT :limit
+"""
+DELETE_LEDGER_OF = "DELETE FROM ledger WHERE session_id IN (SELECT value FROM json_each(:ids))"
+DELETE_CURSORS_OF = "DELETE FROM cursors WHERE session_id IN (SELECT value FROM json_each(:ids))"
+DELETE_TIMERS_OF = "DELETE FROM timers WHERE session_id IN (SELECT value FROM json_each(:ids))"
+DELETE_ROUTES_OF = "DELETE FROM routing WHERE session_id IN (SELECT value FROM json_each(:ids))"
+DELETE_SESSIONS = "DELETE FROM sessions WHERE id IN (SELECT value FROM json_each(:ids))"
+DELETE_JOBS = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
+DELETE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE job_id IN (SELECT value FROM json_each(:ids))"
+DELETE_LEASES = "DELETE FROM leases WHERE key IN (SELECT value FROM json_each(:ids))"

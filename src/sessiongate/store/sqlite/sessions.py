@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sessiongate.errors import Conflict, NotFound, SessionClosed, SessionGateError
+from sessiongate.errors import Conflict, LeaseLost, NotFound, SessionClosed, SessionGateError
 from sessiongate.models import Entry, Session
 from sessiongate.store.sqlite import outbox, queries
 from sessiongate.store.sqlite.codec import (
@@ -23,6 +23,7 @@ from sessiongate.store.sqlite.codec import (
     session_from_row,
 )
 from sessiongate.store.sqlite.connection import one
+from sessiongate.store.sqlite.leases import check_fence
 
 Params = Mapping[str, Any]
 T = TypeVar("T")
@@ -39,6 +40,7 @@ def end(conn: sqlite3.Connection, request: Params) -> bool:
     """End a session (the one funnel); False, writing nothing, if its state was not expected."""
     session_id = request["id"]
     _state_of(conn, session_id)
+    check_fence(conn, request.get("fence"))
     marked = conn.execute(
         queries.MARK_ENDING,
         {
@@ -94,9 +96,11 @@ def start(
     copy_upto: int | None,
     timers: Sequence[Params],
     jobs: Sequence[Params],
+    fence: Params | None = None,
 ) -> Session:
     """Insert an active session and route its key to it (see `SessionStore.start_session`)."""
     session_id = session["id"]
+    check_fence(conn, fence)
     _end_first(conn, end_request)
     if one(conn, queries.SESSION_STATE, {"id": session_id}) is not None:
         raise Conflict(f"session {session_id!r} already exists")
@@ -130,8 +134,10 @@ def reopen(
     end_request: Params | None,
     timers: Sequence[Params],
     jobs: Sequence[Params],
+    fence: Params | None = None,
 ) -> Session:
     """Make an ended session active again (see `SessionStore.reopen_session`)."""
+    check_fence(conn, fence)
     target = _state_of(conn, session_id)
     if end_request is not None:
         _state_of(conn, end_request["id"])  # an unknown session to end is NotFound first
@@ -157,13 +163,19 @@ def _refusal(session_id: str, state: sqlite3.Row | None) -> NotFound | SessionCl
 
 
 def append(
-    conn: sqlite3.Connection, session_id: str, entries: Sequence[EntryParams], *, at: int
+    conn: sqlite3.Connection,
+    session_id: str,
+    entries: Sequence[EntryParams],
+    *,
+    at: int,
+    fence: Params | None = None,
 ) -> list[Entry]:
     """Append entries to an active session's ledger, seqs dense from `turn_count + 1`.
 
     Two statements: the counters first (which also checks that the session is active,
     and yields the seqs), then the rows. A refusal costs one more read.
     """
+    check_fence(conn, fence)
     if not entries:
         state = one(conn, queries.SESSION_STATE, {"id": session_id})
         if state is None or state["state"] != "active":
@@ -189,9 +201,10 @@ class Append:
     session_id: str
     entries: Sequence[EntryParams]
     at: int
+    fence: Params | None = None
 
     def __call__(self, conn: sqlite3.Connection) -> list[Entry]:
-        return append(conn, self.session_id, self.entries, at=self.at)
+        return append(conn, self.session_id, self.entries, at=self.at, fence=self.fence)
 
     @staticmethod
     def run_together(
@@ -211,9 +224,10 @@ def append_together(
     entries in the order they came, as one by one they would, and all rows are inserted
     at once. A refusal costs one more read.
     """
+    lost = _lost_fences(conn, appends)
     totals: dict[str, tuple[int, int, int]] = {}
     for item in appends:
-        if item.entries:
+        if item.entries and id(item) not in lost:
             count, tokens, _ = totals.get(item.session_id, (0, 0, 0))
             tokens += sum(params.entry.token_estimate for params in item.entries)
             totals[item.session_id] = (count + len(item.entries), tokens, item.at)
@@ -224,6 +238,9 @@ def append_together(
     outcomes: list[list[Entry] | SessionGateError] = []
     rows: list[tuple[Any, ...]] = []
     for item in appends:
+        if id(item) in lost:
+            outcomes.append(lost[id(item)])
+            continue
         first = next_seq.get(item.session_id)
         if not item.entries or first is None:
             state = one(conn, queries.SESSION_STATE, {"id": item.session_id})
@@ -235,6 +252,17 @@ def append_together(
         outcomes.append(_appended(item.session_id, item.entries, first, item.at))
     _insert_entries(conn, rows)
     return outcomes
+
+
+def _lost_fences(conn: sqlite3.Connection, appends: Sequence[Append]) -> dict[int, LeaseLost]:
+    """The fenced appends whose lease no longer holds its key (by `id` of the append)."""
+    lost: dict[int, LeaseLost] = {}
+    for item in appends:
+        try:
+            check_fence(conn, item.fence)
+        except LeaseLost as exc:
+            lost[id(item)] = exc
+    return lost
 
 
 def _insert_entries(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:

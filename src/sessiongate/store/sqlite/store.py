@@ -25,9 +25,12 @@ from sessiongate.models import (
     Entry,
     Job,
     JobState,
+    Lease,
     NewEntry,
     NewJob,
     OutboxStats,
+    PruneReport,
+    RetentionRules,
     Session,
     SessionState,
     StoreStats,
@@ -35,6 +38,7 @@ from sessiongate.models import (
 )
 from sessiongate.store.migrations import pending
 from sessiongate.store.sqlite import cursors as cursor_sql
+from sessiongate.store.sqlite import leases as lease_sql
 from sessiongate.store.sqlite import outbox as outbox_sql
 from sessiongate.store.sqlite import schema
 from sessiongate.store.sqlite import sessions as session_sql
@@ -54,6 +58,7 @@ from sessiongate.store.sqlite.codec import (
     to_micros,
 )
 from sessiongate.store.sqlite.connection import connect, prepare_directory
+from sessiongate.store.sqlite.leases import fence_params
 from sessiongate.store.sqlite.readers import DEFAULT_READERS, ReaderPool
 from sessiongate.store.sqlite.writer import DEFAULT_BATCH_LIMIT, Writer
 from sessiongate.validation import check_identifier, check_text, storable
@@ -163,10 +168,12 @@ class SQLiteStore:
         copy_upto_seq: int | None = None,
         timers: Sequence[Timer] = (),
         jobs: Sequence[NewJob] = (),
+        fence: Lease | None = None,
     ) -> Session:
         """See `SessionStore.start_session`."""
         operation = partial(
             session_sql.start,
+            fence=fence_params(fence),
             session=session_params(session),
             end_request=None if end is None else end_params(end),
             copy_from=copy_entries_from,
@@ -188,10 +195,12 @@ class SQLiteStore:
         end: EndRequest | None = None,
         timers: Sequence[Timer] = (),
         jobs: Sequence[NewJob] = (),
+        fence: Lease | None = None,
     ) -> Session:
         """See `SessionStore.reopen_session`."""
         operation = partial(
             session_sql.reopen,
+            fence=fence_params(fence),
             session_id=session_id,
             at=at_micros(at, "at"),
             end_request=None if end is None else end_params(end),
@@ -242,11 +251,19 @@ class SQLiteStore:
         )
 
     async def append_entries(
-        self, session_id: str, entries: Sequence[NewEntry], *, at: datetime
+        self,
+        session_id: str,
+        entries: Sequence[NewEntry],
+        *,
+        at: datetime,
+        fence: Lease | None = None,
     ) -> list[Entry]:
         """See `SessionStore.append_entries`."""
         operation = session_sql.Append(
-            session_id, [entry_params(entry) for entry in entries], at_micros(at, "at")
+            session_id,
+            [entry_params(entry) for entry in entries],
+            at_micros(at, "at"),
+            fence_params(fence),
         )
         return await self._writer.run(operation)
 
@@ -478,3 +495,68 @@ class SQLiteStore:
             "at": at_micros(at, "at"),
         }
         await self._writer.run(partial(cursor_sql.note_error, params=params))
+
+    # -- conversation leases -----------------------------------------------------------------
+
+    async def acquire_lease(
+        self, key: str, owner: str, *, at: datetime, lease_seconds: float
+    ) -> Lease | None:
+        """See `LeaseStore.acquire_lease`."""
+        check_identifier(key, what="session key")
+        check_text(owner, what="lease owner")
+        now = at_micros(at, "at")
+        params = {
+            "key": key,
+            "owner": owner,
+            "at": now,
+            "expires_at": now + lease_micros(lease_seconds),
+        }
+        return await self._writer.run(partial(lease_sql.acquire, params=params))
+
+    async def renew_lease(
+        self, lease: Lease, *, at: datetime, lease_seconds: float
+    ) -> Lease | None:
+        """See `LeaseStore.renew_lease`."""
+        expires = at_micros(at, "at") + lease_micros(lease_seconds)
+        params = {"key": lease.key, "token": int(lease.token), "expires_at": expires}
+        return await self._writer.run(partial(lease_sql.renew, params=params))
+
+    async def release_lease(self, lease: Lease) -> bool:
+        """See `LeaseStore.release_lease`."""
+        params = {"key": lease.key, "token": int(lease.token)}
+        return await self._writer.run(partial(lease_sql.release, params=params))
+
+    async def lease_of(self, key: str) -> Lease | None:
+        """See `LeaseStore.lease_of`."""
+        return await self._point_read(partial(lease_sql.lease_of, key=key))
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def stale_sessions(
+        self, *, idle_before: datetime, at: datetime, limit: int
+    ) -> list[Session]:
+        """See `RetentionStore.stale_sessions`."""
+        params = {
+            "idle_before": at_micros(idle_before, "idle_before"),
+            "at": at_micros(at, "at"),
+            "limit": max(0, limit),
+        }
+        return await self._readers.run(partial(lease_sql.stale, params=params))
+
+    async def prune(
+        self, rules: RetentionRules, *, at: datetime, dry_run: bool = False
+    ) -> PruneReport:
+        """See `RetentionStore.prune`."""
+        for provider in rules.providers:
+            check_text(provider, what="provider name")
+        params = {
+            "ended_before": maybe_at_micros(rules.sessions_ended_before, "sessions_ended_before"),
+            "done_before": maybe_at_micros(rules.jobs_done_before, "jobs_done_before"),
+            "died_before": maybe_at_micros(rules.dead_letters_before, "dead_letters_before"),
+            "expired_before": maybe_at_micros(rules.leases_expired_before, "leases_expired_before"),
+            "at": at_micros(at, "at"),
+            "providers": json.dumps(list(rules.providers)),
+            "provider_count": len(set(rules.providers)),
+            "limit": max(0, rules.limit),
+        }
+        return await self._writer.run(partial(lease_sql.prune, rules=params, dry_run=dry_run))

@@ -1,0 +1,17 @@
+-- Conversation leases: which replica handles a session key now. A row lives while a
+-- message is being handled; `token` fences the holder's writes. Tokens come from one
+-- sequence that never goes back, so a deleted row's token is never handed out again.
+CREATE TABLE leases (
+    key         TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    token       BIGINT NOT NULL,
+    acquired_at TIMESTAMPTZ NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL
+);
+CREATE SEQUENCE lease_tokens;
+
+-- Retention walks these instead of whole tables.
+CREATE INDEX sessions_finalized_ended ON sessions (ended_at) WHERE state = 'finalized';
+CREATE INDEX sessions_active_idle ON sessions (last_activity_at) WHERE state = 'active';
+CREATE INDEX jobs_done_updated ON jobs (updated_at) WHERE state = 'done';
+CREATE INDEX dead_letters_died ON dead_letters (died_at);

@@ -1,0 +1,94 @@
+"""Two gateways sharing one store, as two replicas would: one handles a conversation at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from gateway.conftest import ALICE, BOB, say
+from gateway.test_busy import GatedAgent, roles
+from sessiongate.clock import SystemClock, system_random
+from sessiongate.config import GatewaySettings
+from sessiongate.gateway.core import Gateway
+from sessiongate.gateway.process import GatewayProcess
+from sessiongate.ids import IdGenerator
+from sessiongate.memory.recall import Recaller
+from sessiongate.models import Role
+
+
+def replica(process: GatewayProcess, agent: Any, owner: str, **settings: Any) -> Gateway:
+    return Gateway(
+        process.lifecycle.engine,
+        agent,
+        Recaller(process.lifecycle.providers),
+        process.hooks,
+        settings=GatewaySettings(**settings),
+        clock=SystemClock(),
+        ids=IdGenerator(SystemClock(), system_random()),
+        owner=owner,
+    )
+
+
+async def test_a_conversation_waits_for_the_replica_handling_it(
+    process: GatewayProcess,
+) -> None:
+    slow, fast = GatedAgent(), GatedAgent()
+    fast.gate.set()
+    a = replica(process, slow, "replica-a")
+    b = replica(process, fast, "replica-b")
+    first = asyncio.create_task(say(a, "one"))
+    await slow.started.wait()
+    second = asyncio.create_task(say(b, "two"))
+    elsewhere = await say(b, "hello", BOB)  # another conversation is not held up
+    assert elsewhere.text == "answer to hello"
+    await asyncio.sleep(0.2)
+    assert fast.seen == ["hello"]  # "two" waits for replica A to finish "one"
+    slow.gate.set()
+    assert (await first).text == "answer to one"
+    assert (await second).text == "answer to two"
+    assert [(r, t) for r, t, _ in await roles(process)] == [
+        (Role.USER, "one"),
+        (Role.ASSISTANT, "answer to one"),
+        (Role.USER, "two"),
+        (Role.ASSISTANT, "answer to two"),
+    ]
+    key = process.lifecycle.engine.key_of(ALICE)
+    assert await process.store.lease_of(key) is None  # given back after each message
+
+
+async def test_under_reject_another_replica_refuses_at_once(process: GatewayProcess) -> None:
+    slow = GatedAgent()
+    a = replica(process, slow, "replica-a")
+    b = replica(process, GatedAgent(), "replica-b", busy="reject")
+    first = asyncio.create_task(say(a, "one"))
+    await slow.started.wait()
+    refused = await say(b, "two")
+    assert refused.notice
+    assert "another gateway replica" in refused.text
+    slow.gate.set()
+    await first
+    assert [t for _, t, _ in await roles(process)] == ["one", "answer to one"]
+
+
+async def test_a_replica_that_lost_the_lease_writes_nothing_more(
+    process: GatewayProcess,
+) -> None:
+    slow = GatedAgent()
+    a = replica(process, slow, "replica-a", lease_seconds=30)
+    first = asyncio.create_task(say(a, "one"))
+    await slow.started.wait()
+    key = process.lifecycle.engine.key_of(ALICE)
+    held = await process.store.lease_of(key)
+    assert held is not None
+    # Replica B sees A's lease as expired (A stalled past it) and takes the conversation.
+    later = held.expires_at + timedelta(seconds=1)
+    taken = await process.store.acquire_lease(key, "replica-b", at=later, lease_seconds=30)
+    assert taken is not None
+    slow.gate.set()
+    lost = await first
+    assert lost.notice
+    assert "taken over by another gateway replica" in lost.text
+    # A's message was written while it held the lease; its reply never was.
+    assert [t for _, t, _ in await roles(process)] == ["one"]
+    assert await process.store.lease_of(key) == taken  # A did not release B's lease
