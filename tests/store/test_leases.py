@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from sessiongate.errors import InvalidInput, LeaseLost
+from sessiongate.errors import InvalidInput, LeaseLost, SessionClosed
 from sessiongate.models import EndReason, EndRequest, Lease, SessionState
 from sessiongate.store import Store
 from sessiongate.testing import FakeClock, new_entry, new_session
@@ -161,3 +161,47 @@ async def test_fenced_session_writes_stop_when_the_lease_is_taken(
     ended = await store.get_session("s-1")
     assert ended is not None
     assert ended.state is not SessionState.ACTIVE
+
+
+async def test_an_append_can_give_its_lease_up_with_it(store: Store, clock: FakeClock) -> None:
+    await store.start_session(new_session("s-1", key="k", at=clock.now()))
+    lease = await _held(store, clock)
+    await store.append_entries(
+        "s-1", [new_entry("last")], at=clock.now(), fence=lease, release=True
+    )
+    assert await store.lease_of("k") is None
+    assert [e.text for e in await store.entries("s-1")] == ["last"]
+    taken = await store.acquire_lease("k", "replica-b", at=clock.now(), lease_seconds=10)
+    assert taken is not None
+    assert taken.token > lease.token
+
+
+async def test_a_refused_append_keeps_its_lease(store: Store, clock: FakeClock) -> None:
+    await store.start_session(new_session("s-1", key="k", at=clock.now()))
+    lease = await _held(store, clock)
+    await store.end_session(EndRequest("s-1", EndReason.NEW, at=clock.now()))
+    with pytest.raises(SessionClosed):
+        await store.append_entries(
+            "s-1", [new_entry("late")], at=clock.now(), fence=lease, release=True
+        )
+    assert await store.lease_of("k") == lease
+
+
+async def test_appends_written_together_give_their_leases_up(
+    store: Store, clock: FakeClock
+) -> None:
+    leases = []
+    for n in range(4):
+        await store.start_session(
+            new_session(f"s-{n}", key=f"k{n}", chat_id=f"c{n}", at=clock.now())
+        )
+        leases.append(await _held(store, clock, key=f"k{n}"))
+    await asyncio.gather(
+        *(
+            store.append_entries(
+                f"s-{n}", [new_entry(f"last {n}")], at=clock.now(), fence=lease, release=n % 2 == 0
+            )
+            for n, lease in enumerate(leases)
+        )
+    )
+    assert [await store.lease_of(f"k{n}") for n in range(4)] == [None, leases[1], None, leases[3]]

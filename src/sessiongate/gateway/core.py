@@ -210,7 +210,10 @@ class Gateway:
 
         turn = AgentTurn(session, history, inbound.text, recalled, search)
         reply, interrupted = await self._answer(key, turn, fence)
-        stored = await self._record_reply(session, reply, interrupted=interrupted, fence=fence)
+        # The reply is the message's last ledger write: it gives the lease back too.
+        stored = await self._record_reply(
+            session, reply, interrupted=interrupted, fence=fence, release=True
+        )
         interrupted = bool(stored.meta.get("interrupted"))
         await self.engine.notify(
             session,
@@ -279,13 +282,22 @@ class Gateway:
             )
 
     async def _record_reply(
-        self, session: Session, text: str, *, interrupted: bool, fence: Lease
+        self,
+        session: Session,
+        text: str,
+        *,
+        interrupted: bool,
+        fence: Lease,
+        release: bool = False,
     ) -> Entry:
         meta = {"interrupted": True} if interrupted else None
         try:
-            return await self.engine.record(
-                session.id, Role.ASSISTANT, text, meta=meta, fence=fence
+            stored = await self.engine.record(
+                session.id, Role.ASSISTANT, text, meta=meta, fence=fence, release=release
             )
+            if release:
+                self._leases.given_back(fence)
+            return stored
         except InvalidInput as exc:
             # A reply that cannot be stored is not sent either (write-ahead): say why.
             log.error("the reply for session %s cannot be stored: %s", session.id, exc)

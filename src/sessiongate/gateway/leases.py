@@ -54,11 +54,17 @@ class ConversationLeases:
         self._owner = owner
         self._clock = clock
         self._settings = settings or LeaseSettings()
+        # Tokens of leases given up by their last write (`append_entries(release=True)`).
+        self._given_back: set[int] = set()
 
     @property
     def owner(self) -> str:
         """The name this replica's leases carry."""
         return self._owner
+
+    def given_back(self, lease: Lease) -> None:
+        """Note that a write gave `lease` up (`release=True`): nothing left to release."""
+        self._given_back.add(lease.token)
 
     @asynccontextmanager
     async def hold(self, key: str, *, wait: bool = True) -> AsyncIterator[Lease]:
@@ -71,7 +77,10 @@ class ConversationLeases:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            await self._release(lease)
+            if lease.token in self._given_back:
+                self._given_back.discard(lease.token)
+            else:
+                await self._release(lease)
 
     async def _acquire(self, key: str, *, wait: bool) -> Lease:
         seconds = self._settings.lease_seconds
@@ -106,7 +115,8 @@ class ConversationLeases:
                 log.warning("renewing the lease on %s failed: %s", lease.key, exc)
                 continue
             if renewed is None:
-                log.warning("lost the lease on %s to another replica", lease.key)
+                if lease.token not in self._given_back:
+                    log.warning("lost the lease on %s to another replica", lease.key)
                 return
 
     async def _release(self, lease: Lease) -> None:

@@ -144,12 +144,15 @@ class Engine:
         platform_message_id: str | None = None,
         meta: Mapping[str, Any] | None = None,
         fence: Lease | None = None,
+        release: bool = False,
     ) -> Entry:
         """Append one ledger entry; the write is durable when this returns.
 
         Call it with the user's message before the agent sees it, and with the
         reply before it is sent. Raises `SessionClosed` if the session ended
         meanwhile (route again), `InvalidInput` for text that cannot be stored.
+        With `fence`, the write is refused (`LeaseLost`) once another replica
+        holds the conversation; `release` gives that lease up with the write.
         """
         check_text(text, what=f"{role} message", max_bytes=self._settings.max_message_bytes)
         entry = NewEntry(
@@ -160,7 +163,7 @@ class Engine:
             meta=dict(meta or {}),
         )
         [stored] = await self._store.append_entries(
-            session_id, [entry], at=self._clock.now(), fence=fence
+            session_id, [entry], at=self._clock.now(), fence=fence, release=release
         )
         every = self._settings.checkpoint_every_turns
         if every and self._settings.providers and stored.seq % every == 0:

@@ -151,6 +151,7 @@ class SessionStore(Protocol):
         *,
         at: datetime,
         fence: Lease | None = None,
+        release: bool = False,
     ) -> list[Entry]:
         """Append entries to an active session's ledger, in one transaction.
 
@@ -160,7 +161,9 @@ class SessionStore(Protocol):
         are updated; entries are created at `at`. Raises `SessionClosed` if the
         session is not active, `NotFound` if it does not exist (checked even for no
         entries, which write nothing). With `fence`, raises `LeaseLost` (nothing
-        written) unless that lease still holds its key. Returns the stored entries.
+        written) unless that lease still holds its key; with `release` too, the
+        lease is given up in the same transaction (the last write of a handled
+        message costs no transaction of its own). Returns the stored entries.
         """
         ...
 

@@ -246,6 +246,7 @@ class MemoryStore(MemoryRetention):
         *,
         at: datetime,
         fence: Lease | None = None,
+        release: bool = False,
     ) -> list[Entry]:
         """See `SessionStore.append_entries`."""
         async with self._open():
@@ -258,6 +259,8 @@ class MemoryStore(MemoryRetention):
                     f"session {session_id} is {session.state}; it takes no new entries "
                     "(route the conversation again)"
                 )
+            if release and fence is not None:
+                del self._leases[fence.key]
             if not checked:
                 return []
             stored = [

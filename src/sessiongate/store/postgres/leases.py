@@ -52,6 +52,11 @@ async def check_fence(cursor: Cursor, fence: Lease | None) -> None:
         )
 
 
+async def release_fence(cursor: Cursor, fence: Lease) -> None:
+    """Give `fence` up on an open transaction (with the write it fenced)."""
+    await cursor.execute(queries.RELEASE_LEASE, {"key": fence.key, "token": int(fence.token)})
+
+
 class PostgresLeases:
     """`LeaseStore` and `RetentionStore` for `PostgresStore` (which sets `_db`)."""
 

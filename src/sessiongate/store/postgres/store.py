@@ -35,7 +35,7 @@ from sessiongate.store.postgres import queries, records, transactions
 from sessiongate.store.postgres.archive import PostgresArchive
 from sessiongate.store.postgres.connection import Cursor as DbCursor
 from sessiongate.store.postgres.connection import Database
-from sessiongate.store.postgres.leases import PostgresLeases, check_fence
+from sessiongate.store.postgres.leases import PostgresLeases, check_fence, release_fence
 from sessiongate.store.postgres.records import (
     Params,
     aware,
@@ -275,6 +275,7 @@ class PostgresStore(PostgresLeases):
         *,
         at: datetime,
         fence: Lease | None = None,
+        release: bool = False,
     ) -> list[Entry]:
         """See `SessionStore.append_entries`."""
         aware(at, "at")
@@ -282,7 +283,10 @@ class PostgresStore(PostgresLeases):
 
         async def run(cursor: DbCursor) -> list[Entry]:
             await check_fence(cursor, fence)
-            return await transactions.append(cursor, session_id, rows, at)
+            stored = await transactions.append(cursor, session_id, rows, at)
+            if release and fence is not None:
+                await release_fence(cursor, fence)
+            return stored
 
         return await self._db.run(run)
 

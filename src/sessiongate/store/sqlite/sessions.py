@@ -169,6 +169,7 @@ def append(
     *,
     at: int,
     fence: Params | None = None,
+    release: bool = False,
 ) -> list[Entry]:
     """Append entries to an active session's ledger, seqs dense from `turn_count + 1`.
 
@@ -180,6 +181,7 @@ def append(
         state = one(conn, queries.SESSION_STATE, {"id": session_id})
         if state is None or state["state"] != "active":
             raise _refusal(session_id, state)
+        _release(conn, fence, release)
         return []
     tokens = sum(params.entry.token_estimate for params in entries)
     counted = one(conn, queries.COUNT_ENTRIES[1], (session_id, len(entries), tokens, at))
@@ -187,6 +189,7 @@ def append(
         raise _refusal(session_id, one(conn, queries.SESSION_STATE, {"id": session_id}))
     first = counted[1] - len(entries) + 1
     _insert_entries(conn, _ledger_rows(session_id, entries, first, at))
+    _release(conn, fence, release)
     return _appended(session_id, entries, first, at)
 
 
@@ -202,9 +205,12 @@ class Append:
     entries: Sequence[EntryParams]
     at: int
     fence: Params | None = None
+    release: bool = False
 
     def __call__(self, conn: sqlite3.Connection) -> list[Entry]:
-        return append(conn, self.session_id, self.entries, at=self.at, fence=self.fence)
+        return append(
+            conn, self.session_id, self.entries, at=self.at, fence=self.fence, release=self.release
+        )
 
     @staticmethod
     def run_together(
@@ -251,7 +257,16 @@ def append_together(
         rows.extend(_ledger_rows(item.session_id, item.entries, first, item.at))
         outcomes.append(_appended(item.session_id, item.entries, first, item.at))
     _insert_entries(conn, rows)
+    for item, outcome in zip(appends, outcomes, strict=True):
+        if not isinstance(outcome, SessionGateError):
+            _release(conn, item.fence, item.release)
     return outcomes
+
+
+def _release(conn: sqlite3.Connection, fence: Params | None, release: bool) -> None:
+    """Give the fencing lease up with the write, when asked to."""
+    if release and fence is not None:
+        conn.execute(queries.RELEASE_LEASE, fence)
 
 
 def _lost_fences(conn: sqlite3.Connection, appends: Sequence[Append]) -> dict[int, LeaseLost]:

@@ -257,6 +257,7 @@ class SQLiteStore:
         *,
         at: datetime,
         fence: Lease | None = None,
+        release: bool = False,
     ) -> list[Entry]:
         """See `SessionStore.append_entries`."""
         operation = session_sql.Append(
@@ -264,6 +265,7 @@ class SQLiteStore:
             [entry_params(entry) for entry in entries],
             at_micros(at, "at"),
             fence_params(fence),
+            release,
         )
         return await self._writer.run(operation)
 
