@@ -244,6 +244,28 @@ class GateBench:
         reply = NewEntry(role=Role.ASSISTANT, text=TEXT_ASSISTANT)
         await self.store.append_entries(session.id, [reply], at=self.clock.now())
 
+    async def leased_turn(self, index: int) -> None:
+        """The gateway's store work for a turn: `turn` under the conversation's lease.
+
+        The lease is taken first (one more durable write), fences both appends, and is
+        given back by the reply's append in its transaction.
+        """
+        source = self.source(index)
+        key = session_key(source, KEYS)
+        lease = await self.store.acquire_lease(key, "bench", at=self.clock.now(), lease_seconds=30)
+        assert lease is not None  # one turn per chat at a time: the key is always free
+        session = await self.store.routed_session(key)
+        if session is None:
+            session = await self.store.start_session(
+                self.new_session(source, key, self.clock.now()), fence=lease
+            )
+        user = NewEntry(role=Role.USER, text=TEXT_USER)
+        await self.store.append_entries(session.id, [user], at=self.clock.now(), fence=lease)
+        reply = NewEntry(role=Role.ASSISTANT, text=TEXT_ASSISTANT)
+        await self.store.append_entries(
+            session.id, [reply], at=self.clock.now(), fence=lease, release=True
+        )
+
 
 async def sequential(
     turn: Callable[[int], Awaitable[None]], live: int, turns: int, rng: random.Random
@@ -295,9 +317,21 @@ async def bench_gate(
             gate.turn, count, args.concurrent_turns, args.concurrency
         )
         results.append(result)
+        leased = summarize(
+            f"{gate.system} + lease",
+            count,
+            await sequential(gate.leased_turn, count, args.turns, rng),
+            0.0,
+        )
+        leased.concurrent_turns = args.concurrent_turns
+        leased.turns_per_s = await concurrent(
+            gate.leased_turn, count, args.concurrent_turns, args.concurrency
+        )
+        results.append(leased)
         console.print(
             f"  {gate.system} @ {count:,}: seeded in {seed_seconds:.1f}s, "
-            f"p50 {result.p50_ms:.3f} ms, {result.turns_per_s:,.0f} turns/s"
+            f"p50 {result.p50_ms:.3f} ms, {result.turns_per_s:,.0f} turns/s; "
+            f"with the lease p50 {leased.p50_ms:.3f} ms, {leased.turns_per_s:,.0f} turns/s"
         )
     return results
 
@@ -399,6 +433,12 @@ def ratios(results: Sequence[Result]) -> dict[str, float]:
             n = f"{mine.sessions // 1000}k"
             out[f"sessiongate p50 / raw INSERT p50 @ {n}"] = mine.p50_ms / raw.p50_ms
             out[f"sessiongate / raw serial turns/s @ {n}"] = mine.turns_per_s / raw.turns_per_s
+    for mine in (r for r in results if r.system == gate):
+        leased = find(results, f"{gate} + lease", mine.sessions)
+        if leased is not None:
+            n = f"{mine.sessions // 1000}k"
+            out[f"with lease p50 / without @ {n}"] = leased.p50_ms / mine.p50_ms
+            out[f"with lease turns/s / without @ {n}"] = leased.turns_per_s / mine.turns_per_s
     sizes = sorted(r.sessions for r in results if r.system == gate)
     if len(sizes) > 1:
         first, last = find(results, gate, sizes[0]), find(results, gate, sizes[-1])

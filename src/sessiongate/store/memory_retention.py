@@ -125,9 +125,11 @@ class MemoryRetention(MemoryLeases):
             return []
         cutoff = intake.utc(cutoff, "jobs_done_before")
         done = sorted(
-            j.id for j in self._jobs.values() if j.state is JobState.DONE and j.updated_at < cutoff
+            (j.updated_at, j.id)
+            for j in self._jobs.values()
+            if j.state is JobState.DONE and j.updated_at < cutoff
         )
-        return done[: max(rules.limit, 0)]
+        return [job_id for _, job_id in done[: max(rules.limit, 0)]]
 
     def _prunable_letters(self, rules: RetentionRules) -> list[int]:
         cutoff = rules.dead_letters_before

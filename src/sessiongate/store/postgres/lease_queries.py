@@ -61,7 +61,7 @@ JOBS_OF_SESSIONS = "SELECT id FROM jobs WHERE session_id = ANY(%(ids)s::text[])"
 DEAD_LETTERS_OF = "SELECT job_id FROM dead_letters WHERE session_id = ANY(%(ids)s::text[])"
 OLD_DONE_JOBS = """
 SELECT id FROM jobs WHERE state = 'done' AND updated_at < %(done_before)s
-ORDER BY id LIMIT %(limit)s
+ORDER BY updated_at, id LIMIT %(limit)s
 """
 # A dead letter of a live session stays: it may still be redriven to finish that session.
 PRUNABLE_DEAD_LETTERS = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sessiongate.errors import LeaseLost
@@ -32,13 +33,24 @@ def fence_params(fence: Lease | None) -> dict[str, Any] | None:
     return None if fence is None else {"key": fence.key, "token": int(fence.token)}
 
 
+def lease_lost(fence: Params) -> LeaseLost:
+    """The error refusing a write whose fencing lease was taken."""
+    return LeaseLost(
+        f"the lease on {fence['key']!r} (token {fence['token']}) was taken by another "
+        "replica; this one no longer writes for that conversation"
+    )
+
+
 def check_fence(conn: sqlite3.Connection, fence: Params | None) -> None:
     """Raise `LeaseLost` unless the fencing lease (when given) still holds its key."""
     if fence is not None and one(conn, queries.FENCE_HOLDS, fence) is None:
-        raise LeaseLost(
-            f"the lease on {fence['key']!r} (token {fence['token']}) was taken by another "
-            "replica; this one no longer writes for that conversation"
-        )
+        raise lease_lost(fence)
+
+
+def held_fences(conn: sqlite3.Connection, fences: Sequence[Params]) -> set[tuple[str, int]]:
+    """Which of `fences` still hold their keys, in one statement, as (key, token) pairs."""
+    pairs = json.dumps([[fence["key"], fence["token"]] for fence in fences])
+    return {(row[0], row[1]) for row in conn.execute(queries.FENCES_HOLDING, {"fences": pairs})}
 
 
 def acquire(conn: sqlite3.Connection, params: Params) -> Lease | None:
@@ -47,6 +59,25 @@ def acquire(conn: sqlite3.Connection, params: Params) -> Lease | None:
     assert token is not None  # the counter row is created by the migration
     row = one(conn, queries.ACQUIRE_LEASE, {**params, "token": token["token"]})
     return None if row is None else lease_from_row(row)
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """One `acquire_lease` call as a write operation: neighbours run without savepoints.
+
+    Each acquisition is two statements that cannot refuse anything (a held key yields
+    None), so a batch of them needs no savepoint apiece.
+    """
+
+    params: Params
+
+    def __call__(self, conn: sqlite3.Connection) -> Lease | None:
+        return acquire(conn, self.params)
+
+    @staticmethod
+    def run_together(conn: sqlite3.Connection, acquires: Sequence[Acquire]) -> list[Lease | None]:
+        """Each acquisition's lease (or None), in their order."""
+        return [acquire(conn, item.params) for item in acquires]
 
 
 def renew(conn: sqlite3.Connection, params: Params) -> Lease | None:

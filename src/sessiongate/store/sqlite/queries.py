@@ -294,9 +294,10 @@ OLDEST_PENDING = "SELECT min(run_after) AS oldest FROM jobs WHERE state = 'pendi
 
 # -- metrics (Store.stats): aggregates only, never a row per session ---------------------------
 
+# One pass over the table: walking the state index instead looks every row up (3.5x slower).
 STATS_SESSIONS = """
 SELECT state, end_reason, count(*) AS n, coalesce(sum(turn_count), 0) AS turns
-FROM sessions GROUP BY state, end_reason"""
+FROM sessions NOT INDEXED GROUP BY state, end_reason"""
 
 # Live sessions through the `sessions_state` index, their cursors through `cursors_session`.
 STATS_LIVE_DELIVERED = """
@@ -317,7 +318,7 @@ FROM dead_letters GROUP BY 1, 2"""
 
 STATS_COMMIT_DELAYS = """
 SELECT max(c.last_commit_at) - s.ended_at AS delay
-FROM sessions AS s JOIN cursors AS c ON c.session_id = s.id
+FROM sessions AS s INDEXED BY sessions_finalized_ended JOIN cursors AS c ON c.session_id = s.id
 WHERE s.state = 'finalized' AND s.ended_at >= :ended_since
 GROUP BY s.id, s.ended_at
 HAVING max(c.last_commit_at) >= s.ended_at
@@ -416,6 +417,11 @@ RETURNING key, owner, token, acquired_at, expires_at
 RELEASE_LEASE = "DELETE FROM leases WHERE key = :key AND token = :token"
 LEASE_OF = "SELECT key, owner, token, acquired_at, expires_at FROM leases WHERE key = :key"
 FENCE_HOLDS = "SELECT 1 FROM leases WHERE key = :key AND token = :token"
+FENCES_HOLDING = """
+SELECT l.key, l.token FROM leases l
+JOIN json_each(:fences) f
+  ON l.key = json_extract(f.value, '$[0]') AND l.token = json_extract(f.value, '$[1]')
+"""
 
 # -- retention ----------------------------------------------------------------------------------
 
@@ -430,7 +436,7 @@ LIMIT :limit
 # letter is old enough to go too), not being handled, and every named provider has
 # received all its turns (a forgotten session has none left).
 PRUNABLE_SESSIONS = """
-SELECT s.id FROM sessions s
+SELECT s.id FROM sessions s INDEXED BY sessions_finalized_ended
 WHERE s.state = 'finalized' AND s.ended_at < :ended_before
   AND NOT EXISTS (
       SELECT 1 FROM jobs j WHERE j.session_id = s.id AND j.state <> 'done'
@@ -455,7 +461,8 @@ DEAD_LETTERS_OF = (
     "SELECT job_id FROM dead_letters WHERE session_id IN (SELECT value FROM json_each(:ids))"
 )
 OLD_DONE_JOBS = """
-SELECT id FROM jobs WHERE state = 'done' AND updated_at < :done_before ORDER BY id LIMIT :limit
+SELECT id FROM jobs WHERE state = 'done' AND updated_at < :done_before
+ORDER BY updated_at, id LIMIT :limit
 """
 # A dead letter of a live session stays: it may still be redriven to finish that session.
 PRUNABLE_DEAD_LETTERS = """

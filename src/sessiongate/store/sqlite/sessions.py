@@ -23,7 +23,7 @@ from sessiongate.store.sqlite.codec import (
     session_from_row,
 )
 from sessiongate.store.sqlite.connection import one
-from sessiongate.store.sqlite.leases import check_fence
+from sessiongate.store.sqlite.leases import check_fence, held_fences, lease_lost
 
 Params = Mapping[str, Any]
 T = TypeVar("T")
@@ -271,12 +271,14 @@ def _release(conn: sqlite3.Connection, fence: Params | None, release: bool) -> N
 
 def _lost_fences(conn: sqlite3.Connection, appends: Sequence[Append]) -> dict[int, LeaseLost]:
     """The fenced appends whose lease no longer holds its key (by `id` of the append)."""
+    fences = [item.fence for item in appends if item.fence is not None]
+    if not fences:
+        return {}
+    held = held_fences(conn, fences)
     lost: dict[int, LeaseLost] = {}
     for item in appends:
-        try:
-            check_fence(conn, item.fence)
-        except LeaseLost as exc:
-            lost[id(item)] = exc
+        if item.fence is not None and (item.fence["key"], item.fence["token"]) not in held:
+            lost[id(item)] = lease_lost(item.fence)
     return lost
 
 

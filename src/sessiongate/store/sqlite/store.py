@@ -513,7 +513,7 @@ class SQLiteStore:
             "at": now,
             "expires_at": now + lease_micros(lease_seconds),
         }
-        return await self._writer.run(partial(lease_sql.acquire, params=params))
+        return await self._writer.run(lease_sql.Acquire(params))
 
     async def renew_lease(
         self, lease: Lease, *, at: datetime, lease_seconds: float

@@ -14,8 +14,9 @@ CREATE TABLE lease_tokens (
 );
 INSERT INTO lease_tokens (id, last) VALUES (1, 0);
 
--- Retention walks these instead of whole tables.
+-- Retention and the end-to-commit figures walk these instead of whole tables. Each
+-- gets its entry once (when a session is finalized, a job done), never on the hot path
+-- of a turn (an index on the activity time would be rewritten by every append).
 CREATE INDEX sessions_finalized_ended ON sessions (ended_at) WHERE state = 'finalized';
-CREATE INDEX sessions_active_idle ON sessions (last_activity_at) WHERE state = 'active';
 CREATE INDEX jobs_done_updated ON jobs (updated_at) WHERE state = 'done';
 CREATE INDEX dead_letters_died ON dead_letters (died_at);
