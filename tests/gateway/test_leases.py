@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import socket
+import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.conftest import ALICE, BOB, say
@@ -92,3 +94,34 @@ async def test_a_replica_that_lost_the_lease_writes_nothing_more(
     # A's message was written while it held the lease; its reply never was.
     assert [t for _, t, _ in await roles(process)] == ["one"]
     assert await process.store.lease_of(key) == taken  # A did not release B's lease
+
+
+async def test_a_conversation_held_by_a_gone_process_of_this_host_is_taken_at_once(
+    process: GatewayProcess,
+) -> None:
+    ended = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await ended.wait()
+    gone = f"{socket.gethostname()}:{ended.pid}:deadbeef"
+    key = process.lifecycle.engine.key_of(ALICE)
+    now = datetime.now(UTC)
+    stale = await process.store.acquire_lease(key, gone, at=now, lease_seconds=600)
+    assert stale is not None
+    answered = await say(process.gateway, "after the crash")
+    assert not answered.notice
+    assert (await roles(process))[0][1] == "after the crash"
+    assert await process.store.lease_of(key) is None
+
+
+async def test_a_conversation_held_on_another_host_waits_for_its_lease(
+    process: GatewayProcess,
+) -> None:
+    key = process.lifecycle.engine.key_of(ALICE)
+    held = await process.store.acquire_lease(
+        key, "another-host:4242:cafe0000", at=datetime.now(UTC), lease_seconds=1.0
+    )
+    assert held is not None
+    answered = await say(process.gateway, "while it is held")
+    assert not answered.notice
+    entries = await process.store.entries(answered.session.id if answered.session else "")
+    # Nothing was written for the conversation before the other host's lease ran out.
+    assert entries[0].created_at >= held.expires_at

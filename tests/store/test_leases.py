@@ -205,3 +205,22 @@ async def test_appends_written_together_give_their_leases_up(
         )
     )
     assert [await store.lease_of(f"k{n}") for n in range(4)] == [None, leases[1], None, leases[3]]
+
+
+async def test_a_live_lease_of_a_dead_holder_can_be_replaced(
+    store: Store, clock: FakeClock
+) -> None:
+    dead = await store.acquire_lease("k", "host:1:dead", at=clock.now(), lease_seconds=30)
+    assert dead is not None
+    wrong = await store.acquire_lease(
+        "k", "replica", at=clock.now(), lease_seconds=30, replacing="host:2:other"
+    )
+    assert wrong is None
+    taken = await store.acquire_lease(
+        "k", "replica", at=clock.now(), lease_seconds=30, replacing="host:1:dead"
+    )
+    assert taken is not None
+    assert taken.owner == "replica"
+    assert taken.token > dead.token
+    with pytest.raises(LeaseLost):
+        await store.start_session(new_session("s-1", key="k", at=clock.now()), fence=dead)

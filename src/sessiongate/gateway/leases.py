@@ -23,6 +23,7 @@ from sessiongate.clock import Clock
 from sessiongate.errors import SessionGateError, StoreError
 from sessiongate.gateway.lanes import Busy
 from sessiongate.models import Lease
+from sessiongate.owners import dead_here
 from sessiongate.store.base import LeaseStore
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class ConversationLeases:
             )
             if lease is not None:
                 return lease
+            lease = await self._take_from_the_dead(key)
+            if lease is not None:
+                return lease
             if not wait or self._clock.now().timestamp() >= deadline:
                 raise Busy(
                     "another gateway replica is still answering this conversation; "
@@ -99,6 +103,20 @@ class ConversationLeases:
                 )
             await self._clock.sleep(poll)
             poll = min(poll * 2, _LONGEST_POLL)
+
+    async def _take_from_the_dead(self, key: str) -> Lease | None:
+        """Take `key` at once from a holder that was a process of this host and died."""
+        held = await self._store.lease_of(key)
+        if held is None or not dead_here(held.owner):
+            return None
+        log.info("taking the conversation %s over from %s, which is gone", key, held.owner)
+        return await self._store.acquire_lease(
+            key,
+            self._owner,
+            at=self._clock.now(),
+            lease_seconds=self._settings.lease_seconds,
+            replacing=held.owner,
+        )
 
     async def _keep(self, lease: Lease) -> None:
         """Renew every third of the lease's length until cancelled or lost."""

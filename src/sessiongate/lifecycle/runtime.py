@@ -8,8 +8,6 @@ needed for correctness.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from collections.abc import Mapping
 
 from sessiongate.clock import Clock, RandomSource, SystemClock, system_random
@@ -24,13 +22,9 @@ from sessiongate.lifecycle.worker import Worker, WorkerSettings
 from sessiongate.memory.guard import GuardedProvider, GuardSettings
 from sessiongate.memory.provider import MemoryProvider
 from sessiongate.memory.sync import MemorySync
+from sessiongate.owners import replica_name
 from sessiongate.retry import RetryPolicies
 from sessiongate.store.base import Store
-
-
-def replica_name(rand: RandomSource) -> str:
-    """A name for this process's leases, unique across hosts and restarts."""
-    return f"{socket.gethostname()}:{os.getpid()}:{rand.getrandbits(32):08x}"
 
 
 class Lifecycle:

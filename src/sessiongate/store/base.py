@@ -413,12 +413,19 @@ class LeaseStore(Protocol):
     """
 
     async def acquire_lease(
-        self, key: str, owner: str, *, at: datetime, lease_seconds: float
+        self,
+        key: str,
+        owner: str,
+        *,
+        at: datetime,
+        lease_seconds: float,
+        replacing: str | None = None,
     ) -> Lease | None:
         """Take `key` for `owner` until `at + lease_seconds`, with a new token.
 
         Succeeds when nobody holds the key or its lease has expired (whoever held
-        it, `owner` included); None, writing nothing, while another lease is live.
+        it, `owner` included), or when it is held by `replacing` (a holder known to
+        be dead); None, writing nothing, while another lease is live.
         """
         ...
 

@@ -29,7 +29,13 @@ class MemoryLeases(MemoryOutbox):
         self._last_lease_token = 0
 
     async def acquire_lease(
-        self, key: str, owner: str, *, at: datetime, lease_seconds: float
+        self,
+        key: str,
+        owner: str,
+        *,
+        at: datetime,
+        lease_seconds: float,
+        replacing: str | None = None,
     ) -> Lease | None:
         """See `LeaseStore.acquire_lease`."""
         async with self._open():
@@ -38,7 +44,8 @@ class MemoryLeases(MemoryOutbox):
             at = intake.utc(at, "lease time")
             length = lease_duration(lease_seconds)
             held = self._leases.get(key)
-            if held is not None and lease_live(held.expires_at, at):
+            dead = replacing is not None and held is not None and held.owner == replacing
+            if held is not None and lease_live(held.expires_at, at) and not dead:
                 return None
             self._last_lease_token += 1
             lease = Lease(key, owner, self._last_lease_token, at, at + length)

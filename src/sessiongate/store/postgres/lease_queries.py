@@ -12,7 +12,7 @@ ON CONFLICT (key) DO UPDATE SET
     token = EXCLUDED.token,
     acquired_at = EXCLUDED.acquired_at,
     expires_at = EXCLUDED.expires_at
-WHERE leases.expires_at <= %(at)s
+WHERE leases.expires_at <= %(at)s OR leases.owner = %(replacing)s::text
 RETURNING {LEASE_COLUMNS}
 """
 RENEW_LEASE = f"""

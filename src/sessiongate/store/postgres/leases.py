@@ -71,13 +71,25 @@ class PostgresLeases:
         return await self._db.run(run)
 
     async def acquire_lease(
-        self, key: str, owner: str, *, at: datetime, lease_seconds: float
+        self,
+        key: str,
+        owner: str,
+        *,
+        at: datetime,
+        lease_seconds: float,
+        replacing: str | None = None,
     ) -> Lease | None:
         """See `LeaseStore.acquire_lease`."""
         check_identifier(key, what="session key")
         check_text(owner, what="lease owner")
         at = aware(at, "at")
-        params = {"key": key, "owner": owner, "at": at, "expires_at": at + _length(lease_seconds)}
+        params = {
+            "key": key,
+            "owner": owner,
+            "at": at,
+            "expires_at": at + _length(lease_seconds),
+            "replacing": replacing,
+        }
         return await self._lease_row(queries.ACQUIRE_LEASE, params)
 
     async def renew_lease(

@@ -407,7 +407,7 @@ ON CONFLICT (key) DO UPDATE SET
     token = excluded.token,
     acquired_at = excluded.acquired_at,
     expires_at = excluded.expires_at
-WHERE leases.expires_at <= :at
+WHERE leases.expires_at <= :at OR leases.owner = :replacing
 RETURNING key, owner, token, acquired_at, expires_at
 """
 RENEW_LEASE = """

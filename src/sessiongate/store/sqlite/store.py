@@ -501,7 +501,13 @@ class SQLiteStore:
     # -- conversation leases -----------------------------------------------------------------
 
     async def acquire_lease(
-        self, key: str, owner: str, *, at: datetime, lease_seconds: float
+        self,
+        key: str,
+        owner: str,
+        *,
+        at: datetime,
+        lease_seconds: float,
+        replacing: str | None = None,
     ) -> Lease | None:
         """See `LeaseStore.acquire_lease`."""
         check_identifier(key, what="session key")
@@ -512,6 +518,7 @@ class SQLiteStore:
             "owner": owner,
             "at": now,
             "expires_at": now + lease_micros(lease_seconds),
+            "replacing": replacing,
         }
         return await self._writer.run(lease_sql.Acquire(params))
 
