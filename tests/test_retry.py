@@ -154,3 +154,22 @@ def test_policies_per_kind_with_a_default() -> None:
     assert isinstance(table.decide("memory.commit", 3, T0, T0, FixedRandom(0.5)), Retry)
     with pytest.raises(TypeError):
         table.by_kind["x"] = quick  # type: ignore[index]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_memory_jobs_wait_out_an_outage_of_days_and_give_up_after_a_week(seed: int) -> None:
+    # Imported here: the handlers module is the lifecycle's, this file tests the policy.
+    from sessiongate.lifecycle.consumers import MEMORY_COMMIT
+    from sessiongate.lifecycle.handlers import default_retry_policies
+
+    policies = default_retry_policies()
+    rand = random.Random(seed)
+    now, attempts = T0, 1
+    while True:
+        decision = policies.decide(MEMORY_COMMIT, attempts, T0, now, rand)
+        if isinstance(decision, GiveUp):
+            break
+        # A fast failure (open circuit) takes no time of its own: only the backoff passes.
+        now, attempts = max(decision.at, now + timedelta(milliseconds=1)), attempts + 1
+    assert now - T0 >= timedelta(days=7)
+    assert "old" in decision.reason  # the week ran out, not the attempts

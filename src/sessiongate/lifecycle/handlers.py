@@ -46,9 +46,11 @@ class HookJobs:
         _raise_failures("on_session_finalize failed", outcomes)
 
 
-# Memory work waits out provider outages (the failure it expects) instead of
-# dead-lettering within minutes; hook events keep the default policy.
-_MEMORY_RETRY = RetryPolicy(base_delay=2.0, max_delay=600.0, max_attempts=50, max_age=7 * 86400.0)
+# Memory work waits out provider outages (the failure it expects) for up to a week
+# instead of dead-lettering within hours: at most ten minutes apart, the attempts (fast
+# failures while a circuit is open count too) never run out before the week does.
+# Hook events keep the default policy.
+_MEMORY_RETRY = RetryPolicy(base_delay=2.0, max_delay=600.0, max_attempts=5000, max_age=7 * 86400.0)
 
 
 def default_retry_policies() -> RetryPolicies:
