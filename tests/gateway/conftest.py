@@ -52,9 +52,12 @@ GatewayFactory = Callable[..., Gateway]
 
 @pytest.fixture
 def gateway_with(process: GatewayProcess) -> GatewayFactory:
-    """A gateway over `process`'s engine with another agent and busy policy."""
+    """A gateway over `process`'s engine with another agent and busy policy.
 
-    def build(agent: Agent, **settings: Any) -> Gateway:
+    Gateways built with different `owner`s stand for replicas sharing the store.
+    """
+
+    def build(agent: Agent, *, owner: str = "gateway", **settings: Any) -> Gateway:
         return Gateway(
             process.lifecycle.engine,
             agent,
@@ -63,6 +66,7 @@ def gateway_with(process: GatewayProcess) -> GatewayFactory:
             settings=GatewaySettings(**settings),
             clock=SystemClock(),
             ids=IdGenerator(SystemClock(), system_random()),
+            owner=owner,
         )
 
     return build

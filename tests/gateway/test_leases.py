@@ -6,39 +6,21 @@ import asyncio
 import socket
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from gateway.conftest import ALICE, BOB, say
+from gateway.conftest import ALICE, BOB, GatewayFactory, say
 from gateway.test_busy import GatedAgent, roles
-from sessiongate.clock import SystemClock, system_random
-from sessiongate.config import GatewaySettings
-from sessiongate.gateway.core import Gateway
 from sessiongate.gateway.process import GatewayProcess
-from sessiongate.ids import IdGenerator
-from sessiongate.memory.recall import Recaller
 from sessiongate.models import Role
 
 
-def replica(process: GatewayProcess, agent: Any, owner: str, **settings: Any) -> Gateway:
-    return Gateway(
-        process.lifecycle.engine,
-        agent,
-        Recaller(process.lifecycle.providers),
-        process.hooks,
-        settings=GatewaySettings(**settings),
-        clock=SystemClock(),
-        ids=IdGenerator(SystemClock(), system_random()),
-        owner=owner,
-    )
-
-
 async def test_a_conversation_waits_for_the_replica_handling_it(
-    process: GatewayProcess,
+    process: GatewayProcess, gateway_with: GatewayFactory
 ) -> None:
+    replica = gateway_with
     slow, fast = GatedAgent(), GatedAgent()
     fast.gate.set()
-    a = replica(process, slow, "replica-a")
-    b = replica(process, fast, "replica-b")
+    a = replica(slow, owner="replica-a")
+    b = replica(fast, owner="replica-b")
     first = asyncio.create_task(say(a, "one"))
     await slow.started.wait()
     second = asyncio.create_task(say(b, "two"))
@@ -59,10 +41,13 @@ async def test_a_conversation_waits_for_the_replica_handling_it(
     assert await process.store.lease_of(key) is None  # given back after each message
 
 
-async def test_under_reject_another_replica_refuses_at_once(process: GatewayProcess) -> None:
+async def test_under_reject_another_replica_refuses_at_once(
+    process: GatewayProcess, gateway_with: GatewayFactory
+) -> None:
+    replica = gateway_with
     slow = GatedAgent()
-    a = replica(process, slow, "replica-a")
-    b = replica(process, GatedAgent(), "replica-b", busy="reject")
+    a = replica(slow, owner="replica-a")
+    b = replica(GatedAgent(), owner="replica-b", busy="reject")
     first = asyncio.create_task(say(a, "one"))
     await slow.started.wait()
     refused = await say(b, "two")
@@ -74,10 +59,11 @@ async def test_under_reject_another_replica_refuses_at_once(process: GatewayProc
 
 
 async def test_a_replica_that_lost_the_lease_writes_nothing_more(
-    process: GatewayProcess,
+    process: GatewayProcess, gateway_with: GatewayFactory
 ) -> None:
+    replica = gateway_with
     slow = GatedAgent()
-    a = replica(process, slow, "replica-a", lease_seconds=30)
+    a = replica(slow, owner="replica-a", lease_seconds=30)
     first = asyncio.create_task(say(a, "one"))
     await slow.started.wait()
     key = process.lifecycle.engine.key_of(ALICE)

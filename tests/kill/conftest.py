@@ -7,14 +7,12 @@ started, the tests are skipped on a developer machine and FAIL in CI (CI=true).
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from integration.openviking.fake_model import DIMENSION, FakeModel, ModelServer
-from integration.openviking.server import OpenVikingServer, ensure_installed
+from integration.openviking.server import OpenVikingServer, start_or_give_up
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +22,7 @@ def openviking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenVikingS
     model.start()
     try:
         root = tmp_path_factory.mktemp("openviking")
-        try:
-            server = OpenVikingServer(
-                ensure_installed(), root, model_url=model.base_url, dimension=DIMENSION
-            )
-            server.start()
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            message = f"the OpenViking server could not be installed or started: {exc}"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message + " (CI=true: OpenViking tests must run)")
-            pytest.skip(message)
+        server = start_or_give_up(root, model_url=model.base_url, dimension=DIMENSION)
         try:
             yield server
         finally:

@@ -7,8 +7,6 @@ machine and FAIL in CI (CI=true), so CI can never go green without them.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 
 from integration.openviking.fake_model import DIMENSION, FakeModel, ModelServer
-from integration.openviking.server import ROOT_KEY, OpenVikingServer, ServerView, ensure_installed
+from integration.openviking.server import ROOT_KEY, OpenVikingServer, ServerView, start_or_give_up
 from sessiongate.memory.openviking import AuthMode, OpenVikingProvider, OpenVikingSettings
 
 KEY_ENV = "SESSIONGATE_TEST_OPENVIKING_KEY"
@@ -39,17 +37,7 @@ def openviking(
 ) -> Iterator[OpenVikingServer]:
     """The running server; tests that stop it must start it again before they end."""
     root = tmp_path_factory.mktemp("openviking")
-    server: OpenVikingServer | None = None
-    try:
-        server = OpenVikingServer(
-            ensure_installed(), root, model_url=model_server.base_url, dimension=DIMENSION
-        )
-        server.start()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        message = f"the OpenViking server could not be installed or started: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: OpenViking tests must run)")
-        pytest.skip(message)
+    server = start_or_give_up(root, model_url=model_server.base_url, dimension=DIMENSION)
     try:
         yield server
     finally:
