@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 
 from sessiongate.errors import InvalidInput, LeaseLost, SessionClosed
-from sessiongate.models import EndReason, EndRequest, Lease, SessionState
+from sessiongate.models import EndReason, EndRequest, Lease, SessionState, Timer
 from sessiongate.store import Store
-from sessiongate.testing import FakeClock, new_entry, new_session
+from sessiongate.testing import FakeClock, new_entry, new_job, new_session
 
 
 async def test_a_free_key_is_taken_and_a_held_one_is_refused(
@@ -224,3 +224,31 @@ async def test_a_live_lease_of_a_dead_holder_can_be_replaced(
     assert taken.token > dead.token
     with pytest.raises(LeaseLost):
         await store.start_session(new_session("s-1", key="k", at=clock.now()), fence=dead)
+
+
+async def test_the_leases_of_a_dead_holder_end_at_once(store: Store, clock: FakeClock) -> None:
+    await store.start_session(new_session("s-1", key="k", at=clock.now()))
+    await store.set_timer(Timer("s-1", "reset", clock.now()))
+    await store.enqueue([new_job("work"), new_job("other")], at=clock.now())
+    [job] = await store.claim_jobs("dead", at=clock.now(), lease_seconds=60)
+    [timer] = await store.claim_timers("dead", at=clock.now(), lease_seconds=60)
+    held = await store.acquire_lease("k", "dead", at=clock.now(), lease_seconds=60)
+    [other] = await store.claim_jobs("alive", at=clock.now(), lease_seconds=60)
+    assert held is not None
+    assert timer.lease_owner == "dead"
+    assert await store.lease_holders(at=clock.now()) == ["alive", "dead"]
+    clock.advance(1)
+    assert await store.expire_leases_of("dead", at=clock.now()) == 3
+    assert await store.lease_holders(at=clock.now()) == ["alive"]
+    # Claimable at once by anyone; the dead holder's token no longer holds.
+    [again] = await store.claim_jobs("heir", at=clock.now(), lease_seconds=60)
+    assert again.id == job.id
+    assert again.fencing_token > job.fencing_token
+    assert not await store.complete_job(job.id, job.fencing_token, at=clock.now())
+    [timer_again] = await store.claim_timers("heir", at=clock.now(), lease_seconds=60)
+    assert timer_again.lease_owner == "heir"
+    assert await store.acquire_lease("k", "heir", at=clock.now(), lease_seconds=60) is not None
+    still = await store.get_job(other.id)
+    assert still is not None
+    assert still.lease_owner == "alive"  # another holder's lease is untouched
+    assert await store.expire_leases_of("nobody", at=clock.now()) == 0

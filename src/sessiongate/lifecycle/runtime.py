@@ -15,6 +15,7 @@ from sessiongate.hooks.dispatcher import HookDispatcher
 from sessiongate.ids import IdGenerator
 from sessiongate.lifecycle.engine import Engine
 from sessiongate.lifecycle.handlers import default_retry_policies, job_handlers
+from sessiongate.lifecycle.reaper import Reaper
 from sessiongate.lifecycle.retention import Retention
 from sessiongate.lifecycle.settings import LifecycleSettings, RetentionPolicy
 from sessiongate.lifecycle.sweeper import Sweeper, SweeperSettings
@@ -72,6 +73,7 @@ class Lifecycle:
             settings=worker,
         )
         self.sweeper = Sweeper(self.engine, owner=self.owner, clock=self.clock, settings=sweeper)
+        self.reaper = Reaper(store, clock=self.clock, on_reaped=self._changed)
         # Off unless given: the gateway process passes the configured policy.
         self.retention = Retention(
             self.engine, retention or RetentionPolicy(every=None), clock=self.clock
@@ -82,11 +84,15 @@ class Lifecycle:
         self.sweeper.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run the worker, the sweeper and retention until `stop` is set (then drain)."""
+        """Run the worker, the sweeper, retention and the reaper until `stop` is set.
+
+        The worker drains its jobs when `stop` is set.
+        """
         async with asyncio.TaskGroup() as group:
             group.create_task(self.worker.run(stop))
             group.create_task(self.sweeper.run(stop))
             group.create_task(self.retention.run(stop))
+            group.create_task(self.reaper.run(stop))
 
     async def drain(self, *, rounds: int = 100) -> int:
         """Run every job that is due now until none is left; return how many ran."""

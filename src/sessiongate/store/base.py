@@ -443,6 +443,20 @@ class LeaseStore(Protocol):
         """The lease row of `key` (live or expired), or None."""
         ...
 
+    async def lease_holders(self, *, at: datetime) -> list[str]:
+        """The owners holding a live lease at `at`: of a running job, a timer or a key."""
+        ...
+
+    async def expire_leases_of(self, owner: str, *, at: datetime) -> int:
+        """End every live lease of `owner` at `at` (a holder known to be dead).
+
+        Its running jobs, leased timers and held keys become claimable by anyone at
+        once, exactly as when their leases run out; a job's `updated_at` is set to
+        `at`. Fencing is unchanged: the next claim or acquisition bumps the token, so
+        the old holder can write nothing more. Returns how many leases ended.
+        """
+        ...
+
 
 class RetentionStore(Protocol):
     """What retention reads and removes (see `RetentionRules`)."""

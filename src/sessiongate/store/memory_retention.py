@@ -6,6 +6,7 @@ start of the call, so a dry run reports exactly what a real run removes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sessiongate.models import (
@@ -33,6 +34,48 @@ class MemoryRetention(MemoryLeases):
     _ledger: dict[str, list[Entry]]
     _timers: dict[tuple[str, str], Timer]
     _cursors: dict[tuple[str, str], Cursor]
+
+    async def lease_holders(self, *, at: datetime) -> list[str]:
+        """See `LeaseStore.lease_holders`."""
+        async with self._open():
+            at = intake.utc(at, "at")
+            owners = {
+                job.lease_owner
+                for job in self._jobs.values()
+                if job.state is JobState.RUNNING and lease_live(job.lease_expires_at, at)
+            }
+            owners |= {
+                timer.lease_owner
+                for timer in self._timers.values()
+                if lease_live(timer.lease_expires_at, at)
+            }
+            owners |= {
+                lease.owner for lease in self._leases.values() if lease_live(lease.expires_at, at)
+            }
+            return sorted(owner for owner in owners if owner is not None)
+
+    async def expire_leases_of(self, owner: str, *, at: datetime) -> int:
+        """See `LeaseStore.expire_leases_of`."""
+        async with self._open():
+            at = intake.utc(at, "at")
+            ended = 0
+            for job in list(self._jobs.values()):
+                if (
+                    job.state is JobState.RUNNING
+                    and job.lease_owner == owner
+                    and lease_live(job.lease_expires_at, at)
+                ):
+                    self._jobs[job.id] = replace(job, lease_expires_at=at, updated_at=at)
+                    ended += 1
+            for timer_key, timer in list(self._timers.items()):
+                if timer.lease_owner == owner and lease_live(timer.lease_expires_at, at):
+                    self._timers[timer_key] = replace(timer, lease_expires_at=at)
+                    ended += 1
+            for key, lease in list(self._leases.items()):
+                if lease.owner == owner and lease_live(lease.expires_at, at):
+                    self._leases[key] = replace(lease, expires_at=at)
+                    ended += 1
+            return ended
 
     async def stale_sessions(
         self, *, idle_before: datetime, at: datetime, limit: int

@@ -25,6 +25,25 @@ LEASE_OF = f"SELECT {LEASE_COLUMNS} FROM leases WHERE key = %(key)s"
 # so no write of the old holder can land after the new holder got the key.
 FENCE_HOLDS = "SELECT 1 FROM leases WHERE key = %(key)s AND token = %(token)s FOR SHARE"
 
+# Due timers are the only leased ones (a claim takes due timers): the due index finds them.
+LEASE_HOLDERS = """
+SELECT lease_owner AS owner FROM jobs WHERE state = 'running' AND lease_expires_at > %(at)s
+UNION SELECT lease_owner FROM timers
+      WHERE due_at <= %(at)s AND lease_owner IS NOT NULL AND lease_expires_at > %(at)s
+UNION SELECT owner FROM leases WHERE expires_at > %(at)s
+"""
+EXPIRE_JOB_LEASES = """
+UPDATE jobs SET lease_expires_at = %(at)s, updated_at = %(at)s
+WHERE state = 'running' AND lease_owner = %(owner)s AND lease_expires_at > %(at)s
+"""
+EXPIRE_TIMER_LEASES = """
+UPDATE timers SET lease_expires_at = %(at)s
+WHERE due_at <= %(at)s AND lease_owner = %(owner)s AND lease_expires_at > %(at)s
+"""
+EXPIRE_KEY_LEASES = """
+UPDATE leases SET expires_at = %(at)s WHERE owner = %(owner)s AND expires_at > %(at)s
+"""
+
 STALE_SESSIONS = """
 SELECT s.* FROM sessions s
 WHERE s.state = 'active' AND s.last_activity_at < %(idle_before)s

@@ -114,6 +114,32 @@ class PostgresLeases:
         """See `LeaseStore.lease_of`."""
         return await self._lease_row(queries.LEASE_OF, {"key": key})
 
+    async def lease_holders(self, *, at: datetime) -> list[str]:
+        """See `LeaseStore.lease_holders`."""
+
+        async def run(cursor: Cursor) -> list[str]:
+            return sorted(await _column(cursor, queries.LEASE_HOLDERS, {"at": aware(at, "at")}))
+
+        return await self._db.run(run)
+
+    async def expire_leases_of(self, owner: str, *, at: datetime) -> int:
+        """See `LeaseStore.expire_leases_of`."""
+        check_text(owner, what="lease owner")
+        params = {"owner": owner, "at": aware(at, "at")}
+
+        async def run(cursor: Cursor) -> int:
+            ended = 0
+            for query in (
+                queries.EXPIRE_JOB_LEASES,
+                queries.EXPIRE_TIMER_LEASES,
+                queries.EXPIRE_KEY_LEASES,
+            ):
+                await cursor.execute(query, params)
+                ended += cursor.rowcount
+            return ended
+
+        return await self._db.run(run)
+
     async def stale_sessions(
         self, *, idle_before: datetime, at: datetime, limit: int
     ) -> list[Session]:

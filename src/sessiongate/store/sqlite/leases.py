@@ -97,6 +97,17 @@ def lease_of(conn: sqlite3.Connection, key: str) -> Lease | None:
     return None if row is None else lease_from_row(row)
 
 
+def holders(conn: sqlite3.Connection, params: Params) -> list[str]:
+    """Owners of live leases on jobs, timers and keys."""
+    return sorted(str(row[0]) for row in conn.execute(queries.LEASE_HOLDERS, params))
+
+
+def expire_of(conn: sqlite3.Connection, params: Params) -> int:
+    """End every live lease of one owner now; how many ended."""
+    statements = (queries.EXPIRE_JOB_LEASES, queries.EXPIRE_TIMER_LEASES, queries.EXPIRE_KEY_LEASES)
+    return sum(conn.execute(sql, params).rowcount for sql in statements)
+
+
 def stale(conn: sqlite3.Connection, params: Params) -> list[Session]:
     """Active sessions idle since before the cutoff whose key no live lease holds."""
     return [session_from_row(row) for row in conn.execute(queries.STALE_SESSIONS, params)]

@@ -423,6 +423,23 @@ JOIN json_each(:fences) f
   ON l.key = json_extract(f.value, '$[0]') AND l.token = json_extract(f.value, '$[1]')
 """
 
+# Due timers are the only leased ones (a claim takes due timers): the due index finds them.
+LEASE_HOLDERS = """
+SELECT lease_owner FROM jobs WHERE state = 'running' AND lease_expires_at > :at
+UNION SELECT lease_owner FROM timers
+      WHERE due_at <= :at AND lease_owner IS NOT NULL AND lease_expires_at > :at
+UNION SELECT owner FROM leases WHERE expires_at > :at
+"""
+EXPIRE_JOB_LEASES = """
+UPDATE jobs SET lease_expires_at = :at, updated_at = :at
+WHERE state = 'running' AND lease_owner = :owner AND lease_expires_at > :at
+"""
+EXPIRE_TIMER_LEASES = """
+UPDATE timers SET lease_expires_at = :at
+WHERE due_at <= :at AND lease_owner = :owner AND lease_expires_at > :at
+"""
+EXPIRE_KEY_LEASES = "UPDATE leases SET expires_at = :at WHERE owner = :owner AND expires_at > :at"
+
 # -- retention ----------------------------------------------------------------------------------
 
 STALE_SESSIONS = f"""

@@ -539,6 +539,17 @@ class SQLiteStore:
         """See `LeaseStore.lease_of`."""
         return await self._point_read(partial(lease_sql.lease_of, key=key))
 
+    async def lease_holders(self, *, at: datetime) -> list[str]:
+        """See `LeaseStore.lease_holders`."""
+        params = {"at": at_micros(at, "at")}
+        return await self._readers.run(partial(lease_sql.holders, params=params))
+
+    async def expire_leases_of(self, owner: str, *, at: datetime) -> int:
+        """See `LeaseStore.expire_leases_of`."""
+        check_text(owner, what="lease owner")
+        params = {"owner": owner, "at": at_micros(at, "at")}
+        return await self._writer.run(partial(lease_sql.expire_of, params=params))
+
     # -- retention -----------------------------------------------------------------------------
 
     async def stale_sessions(
