@@ -34,6 +34,18 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
+async def sleep_unless(clock: Clock, seconds: float, *events: asyncio.Event) -> None:
+    """Wait `seconds` of `clock`'s time, or less if any of `events` is set meanwhile."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    sleeper = asyncio.create_task(clock.sleep(seconds))
+    try:
+        await asyncio.wait([*waits, sleeper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (*waits, sleeper):
+            task.cancel()
+        await asyncio.gather(*waits, sleeper, return_exceptions=True)
+
+
 class RandomSource(Protocol):
     """The subset of `random.Random` sessiongate uses; a seeded `random.Random` fits."""
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from sessiongate.clock import Clock
+from sessiongate.clock import Clock, sleep_unless
 from sessiongate.owners import dead_here
 from sessiongate.store.base import LeaseStore
 
@@ -57,13 +57,4 @@ class Reaper:
                 await self.reap_once()
             except Exception:  # isolation point: a failed look is retried next time
                 log.exception("looking for the leases of dead processes failed")
-            waits = [
-                asyncio.create_task(stop.wait()),
-                asyncio.create_task(self._clock.sleep(self._every)),
-            ]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waits:
-                    task.cancel()
-                await asyncio.gather(*waits, return_exceptions=True)
+            await sleep_unless(self._clock, self._every, stop)

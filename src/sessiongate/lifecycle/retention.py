@@ -20,9 +20,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from sessiongate.clock import Clock
+from sessiongate.clock import Clock, sleep_unless
 from sessiongate.lifecycle.engine import Engine
 from sessiongate.lifecycle.settings import RetentionPolicy
 from sessiongate.models import EndReason, PruneReport, Session
@@ -134,19 +133,7 @@ class Retention:
                     )
             except Exception:  # isolation point: a failed pass is retried next time
                 log.exception("retention pass failed; retrying in %s", every)
-            await self._pause(stop, every)
-
-    async def _pause(self, stop: asyncio.Event, every: timedelta) -> None:
-        waits = [
-            asyncio.create_task(stop.wait()),
-            asyncio.create_task(self._clock.sleep(every.total_seconds())),
-        ]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+            await sleep_unless(self._clock, every.total_seconds(), stop)
 
 
 def _size(report: PruneReport) -> int:

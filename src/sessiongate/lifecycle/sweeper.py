@@ -14,7 +14,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from sessiongate.clock import Clock
+from sessiongate.clock import Clock, sleep_unless
 from sessiongate.lifecycle.checkpoints import CHECKPOINT_TIMER, fire_checkpoint
 from sessiongate.lifecycle.engine import Engine
 from sessiongate.models import SessionState, Timer
@@ -93,14 +93,7 @@ class Sweeper:
         due = await self._store.next_timer_due()
         if due is not None:
             delay = min(delay, max(0.0, (due - self._clock.now()).total_seconds()))
-        waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
-        sleeper = asyncio.create_task(self._clock.sleep(max(delay, 0.01)))
-        try:
-            await asyncio.wait([*waits, sleeper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (*waits, sleeper):
-                task.cancel()
-            await asyncio.gather(*waits, sleeper, return_exceptions=True)
+        await sleep_unless(self._clock, max(delay, 0.01), self._wake, stop)
 
     async def _fire(self, timer: Timer) -> bool:
         session = await self._store.get_session(timer.session_id)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from sessiongate.clock import Clock, RandomSource
+from sessiongate.clock import Clock, RandomSource, sleep_unless
 from sessiongate.errors import PermanentFailure
 from sessiongate.logs import about_session
 from sessiongate.models import Job
@@ -110,14 +110,7 @@ class Worker:
             delay = min(delay, max(0.0, (due - self._clock.now()).total_seconds()))
         if delay <= 0 and len(self._running) >= self._settings.concurrency:
             delay = self._settings.poll_seconds
-        waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
-        sleeper = asyncio.create_task(self._clock.sleep(delay))
-        try:
-            await asyncio.wait([*waits, sleeper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (*waits, sleeper):
-                task.cancel()
-            await asyncio.gather(*waits, sleeper, return_exceptions=True)
+        await sleep_unless(self._clock, delay, self._wake, stop)
 
     async def _drain(self) -> None:
         if not self._running:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sessiongate.errors import InvalidInput
@@ -189,3 +189,13 @@ def entry_to_append(entry: NewEntry) -> Entry:
         platform_message_id=checked.platform_message_id,
         meta=checked.meta,
     )
+
+
+def lease_length(seconds: float) -> timedelta:
+    """A lease's length; refuses a negative or non-finite one."""
+    if not seconds >= 0 or seconds == float("inf"):
+        raise InvalidInput(f"lease of {seconds!r} seconds is not a finite, non-negative number")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise InvalidInput(f"lease of {seconds!r} seconds is too long") from None

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sessiongate.errors import InvalidInput, LeaseLost
+from sessiongate.errors import LeaseLost
 from sessiongate.models import Lease
 from sessiongate.store import intake
 from sessiongate.store.memory_outbox import MemoryOutbox, lease_live
 from sessiongate.validation import check_identifier, check_text
-
-
-def lease_duration(lease_seconds: float) -> timedelta:
-    """A lease's length; refuses a negative or non-finite one."""
-    if not lease_seconds >= 0 or lease_seconds == float("inf"):
-        raise InvalidInput(
-            f"lease of {lease_seconds!r} seconds is not a finite, non-negative number"
-        )
-    return timedelta(seconds=lease_seconds)
 
 
 class MemoryLeases(MemoryOutbox):
@@ -42,7 +33,7 @@ class MemoryLeases(MemoryOutbox):
             check_identifier(key, what="session key")
             check_text(owner, what="lease owner")
             at = intake.utc(at, "lease time")
-            length = lease_duration(lease_seconds)
+            length = intake.lease_length(lease_seconds)
             held = self._leases.get(key)
             dead = replacing is not None and held is not None and held.owner == replacing
             if held is not None and lease_live(held.expires_at, at) and not dead:
@@ -58,7 +49,7 @@ class MemoryLeases(MemoryOutbox):
         """See `LeaseStore.renew_lease`."""
         async with self._open():
             at = intake.utc(at, "lease time")
-            length = lease_duration(lease_seconds)
+            length = intake.lease_length(lease_seconds)
             if not self._holds(lease):
                 return None
             renewed = Lease(lease.key, lease.owner, lease.token, lease.acquired_at, at + length)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sessiongate.errors import InvalidInput, LeaseLost
+from sessiongate.errors import LeaseLost
 from sessiongate.models import Lease, PruneReport, RetentionRules, Session
+from sessiongate.store import intake
 from sessiongate.store.postgres import lease_queries as queries
 from sessiongate.store.postgres import records
 from sessiongate.store.postgres.connection import Cursor, Database
@@ -30,14 +31,6 @@ def _utc(value: datetime) -> datetime:
     utc = records.utc(value)
     assert utc is not None  # the columns are NOT NULL
     return utc
-
-
-def _length(lease_seconds: float) -> timedelta:
-    if not lease_seconds >= 0 or lease_seconds == float("inf"):
-        raise InvalidInput(
-            f"lease of {lease_seconds!r} seconds is not a finite, non-negative number"
-        )
-    return timedelta(seconds=lease_seconds)
 
 
 async def check_fence(cursor: Cursor, fence: Lease | None) -> None:
@@ -87,7 +80,7 @@ class PostgresLeases:
             "key": key,
             "owner": owner,
             "at": at,
-            "expires_at": at + _length(lease_seconds),
+            "expires_at": at + intake.lease_length(lease_seconds),
             "replacing": replacing,
         }
         return await self._lease_row(queries.ACQUIRE_LEASE, params)
@@ -96,7 +89,7 @@ class PostgresLeases:
         self, lease: Lease, *, at: datetime, lease_seconds: float
     ) -> Lease | None:
         """See `LeaseStore.renew_lease`."""
-        expires = aware(at, "at") + _length(lease_seconds)
+        expires = aware(at, "at") + intake.lease_length(lease_seconds)
         params = {"key": lease.key, "token": int(lease.token), "expires_at": expires}
         return await self._lease_row(queries.RENEW_LEASE, params)
 

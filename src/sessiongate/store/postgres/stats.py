@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sessiongate.models import SessionState, StoreStats
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sessiongate.models import JobState, OutboxStats, SessionState, StoreStats
 from sessiongate.store.postgres import queries
 from sessiongate.store.postgres.connection import Cursor
 from sessiongate.store.postgres.records import Params
@@ -44,4 +48,22 @@ async def read_stats(cursor: Cursor, params: Params) -> StoreStats:
         dead_letters=letters,
         commit_delays=delays,
         size_bytes=None if size is None else int(size["size"]),
+    )
+
+
+def outbox_stats_from(counts: Sequence[dict[str, Any]], oldest: datetime | None) -> OutboxStats:
+    """`OutboxStats` from job counts by kind and state, and the oldest pending time."""
+    totals = dict.fromkeys(JobState, 0)
+    by_kind: dict[str, dict[str, int]] = {}
+    for row in counts:
+        state = JobState(row["state"])
+        totals[state] += row["n"]
+        by_kind.setdefault(row["kind"], {})[state.value] = row["n"]
+    return OutboxStats(
+        pending=totals[JobState.PENDING],
+        running=totals[JobState.RUNNING],
+        dead=totals[JobState.DEAD],
+        done=totals[JobState.DONE],
+        oldest_pending_at=oldest,
+        by_kind=by_kind,
     )

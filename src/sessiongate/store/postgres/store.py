@@ -43,7 +43,7 @@ from sessiongate.store.postgres.records import (
     storable_error,
     text,
 )
-from sessiongate.store.postgres.stats import read_stats
+from sessiongate.store.postgres.stats import outbox_stats_from, read_stats
 
 
 class PostgresStore(PostgresLeases):
@@ -457,7 +457,7 @@ class PostgresStore(PostgresLeases):
             counts = await cursor.fetchall()
             await cursor.execute(queries.OLDEST_PENDING)
             oldest = await cursor.fetchone()
-            return _stats(counts, records.utc(oldest["oldest"]) if oldest else None)
+            return outbox_stats_from(counts, records.utc(oldest["oldest"]) if oldest else None)
 
         return await self._db.run(run)
 
@@ -592,20 +592,3 @@ def _end_jobs(end: EndRequest | None) -> list[Params]:
     text(end.detail, "end detail")
     records.enum(EndReason, end.reason, "end reason")
     return [records.job_params(job, end.at) for job in end.jobs]
-
-
-def _stats(counts: Sequence[dict[str, Any]], oldest: datetime | None) -> OutboxStats:
-    totals = dict.fromkeys(JobState, 0)
-    by_kind: dict[str, dict[str, int]] = {}
-    for row in counts:
-        state = JobState(row["state"])
-        totals[state] += row["n"]
-        by_kind.setdefault(row["kind"], {})[state.value] = row["n"]
-    return OutboxStats(
-        pending=totals[JobState.PENDING],
-        running=totals[JobState.RUNNING],
-        dead=totals[JobState.DEAD],
-        done=totals[JobState.DONE],
-        oldest_pending_at=oldest,
-        by_kind=by_kind,
-    )

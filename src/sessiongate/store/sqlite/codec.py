@@ -57,9 +57,7 @@ def maybe_datetime(value: int | None) -> datetime | None:
 
 def lease_micros(seconds: float) -> int:
     """A lease length in whole microseconds; refuses a negative or non-finite one."""
-    if not seconds >= 0 or seconds == float("inf"):
-        raise InvalidInput(f"lease of {seconds!r} seconds is not a finite, non-negative number")
-    return round(seconds * 1_000_000)
+    return intake.lease_length(seconds) // _MICROSECOND
 
 
 # Enum members by value: a dict lookup costs far less than calling the enum on every row.
