@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -345,8 +346,11 @@ class FlakyConnection(sqlite3.Connection):
 
     commits_seen = 0
     fail_at: int | None = None  # which COMMIT fails, counted from 1
+    syncs: list[str]  # the commits and the changes of `synchronous`, in order
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT" or sql.startswith("PRAGMA synchronous"):
+            self.syncs = [*getattr(self, "syncs", []), sql]
         if sql == "COMMIT":
             self.commits_seen += 1
             if self.commits_seen == self.fail_at:
@@ -419,3 +423,83 @@ async def test_a_lost_transaction_fails_what_it_held_and_retries_the_rest(
     assert isinstance(results[1], StoreError)
     assert results[2] == 2
     assert await writer.run(_values) == [2]
+
+
+class _Unsynced:
+    """An insert that declares its commit need not wait for the disk."""
+
+    durable = False
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __call__(self, conn: sqlite3.Connection) -> int:
+        return _insert(self.value)(conn)
+
+
+async def test_only_a_batch_of_unsynced_operations_commits_without_an_fsync(
+    bare_writer: tuple[Writer, FlakyConnection],
+) -> None:
+    writer, conn = bare_writer
+    conn.syncs = []
+    unsynced = writer.unsynced_commits
+
+    assert await writer.run(_Unsynced(1)) == 1
+    assert await writer.run(_insert(2)) == 2
+    assert await _one_batch(writer, _Unsynced(3), _insert(4)) == [3, 4]
+    assert await writer.run(_Unsynced(5)) == 5
+
+    assert conn.syncs == [
+        "PRAGMA synchronous = NORMAL",
+        "COMMIT",  # 1 alone
+        "PRAGMA synchronous = FULL",
+        "COMMIT",  # 2
+        "COMMIT",  # the batch holding the writer
+        "COMMIT",  # 3 with 4: 4 needs the fsync, so the batch waits for it
+        "PRAGMA synchronous = NORMAL",
+        "COMMIT",  # 5 alone
+    ]
+    assert writer.unsynced_commits == unsynced + 2
+    assert await writer.run(_values) == [1, 2, 3, 4, 5]
+
+
+async def test_leases_commit_without_an_fsync_and_what_they_fence_with_one(
+    sqlite_store: SQLiteStore,
+) -> None:
+    await sqlite_store.start_session(new_session("s-1", at=T0, key="k-1"))
+    writer = sqlite_store.writer
+    commits, unsynced = writer.commits, writer.unsynced_commits
+
+    lease = await sqlite_store.acquire_lease("k-1", "me", at=T0, lease_seconds=30)
+    assert lease is not None
+    renewed = await sqlite_store.renew_lease(lease, at=T0, lease_seconds=60)
+    assert renewed is not None
+    await sqlite_store.append_entries("s-1", [new_entry("hi")], at=T0, fence=lease, release=True)
+
+    assert (writer.commits - commits, writer.unsynced_commits - unsynced) == (3, 2)
+    assert await sqlite_store.lease_of("k-1") is None
+
+
+def test_an_unsynced_lease_outlives_a_crash_of_its_process(db_path: Path) -> None:
+    script = (
+        "import asyncio, os, sys\n"
+        "from datetime import UTC, datetime\n"
+        "from sessiongate.store import open_store\n"
+        "async def main():\n"
+        "    store = await open_store(sys.argv[1])\n"
+        "    lease = await store.acquire_lease('k-1', 'gone', at=datetime.now(UTC),"
+        " lease_seconds=30)\n"
+        "    print(lease.token, flush=True)\n"
+        "    os._exit(9)  # no close, no checkpoint: as a SIGKILL would leave it\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"sqlite:///{db_path}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 9, done.stderr
+    rows = _rows(db_path, "SELECT owner, token FROM leases WHERE key = 'k-1'")
+    assert rows == [("gone", int(done.stdout.strip()))]

@@ -47,21 +47,24 @@ def prepare_directory(path: Path) -> None:
         ) from None
 
 
-def connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+def connect(
+    path: Path, *, read_only: bool, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> sqlite3.Connection:
     """A connection to `path` in WAL mode with durable commits; errors mapped.
 
     Transactions are explicit (`isolation_level=None`): the writer issues its own
-    BEGIN IMMEDIATE / COMMIT. A reader is limited to queries.
+    BEGIN IMMEDIATE / COMMIT. A reader is limited to queries. A locked file is waited
+    for up to `busy_timeout_ms`.
     """
     try:
         conn = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
         )
     except sqlite3.Error as exc:
         raise map_error(exc, path) from None
     try:
         conn.row_factory = sqlite3.Row
-        conn.execute(queries.PRAGMA_BUSY_TIMEOUT.format(milliseconds=BUSY_TIMEOUT_MS))
+        conn.execute(queries.PRAGMA_BUSY_TIMEOUT.format(milliseconds=busy_timeout_ms))
         if read_only:
             conn.execute(queries.PRAGMA_QUERY_ONLY)
         else:

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from sessiongate.errors import LeaseLost
 from sessiongate.models import Lease, PruneReport, Session
@@ -66,9 +66,12 @@ class Acquire:
     """One `acquire_lease` call as a write operation: neighbours run without savepoints.
 
     Each acquisition is two statements that cannot refuse anything (a held key yields
-    None), so a batch of them needs no savepoint apiece.
+    None), so a batch of them needs no savepoint apiece. Its commit need not wait for
+    the disk (see `sessiongate.store.sqlite.writer`): every write the lease fences is
+    durable, and its fsync makes the acquisition durable first.
     """
 
+    durable: ClassVar[bool] = False
     params: Params
 
     def __call__(self, conn: sqlite3.Connection) -> Lease | None:
@@ -80,10 +83,17 @@ class Acquire:
         return [acquire(conn, item.params) for item in acquires]
 
 
-def renew(conn: sqlite3.Connection, params: Params) -> Lease | None:
-    """Move the expiry of a lease that still holds its key."""
-    row = one(conn, queries.RENEW_LEASE, params)
-    return None if row is None else lease_from_row(row)
+@dataclass(frozen=True, slots=True)
+class Renew:
+    """One `renew_lease` call as a write operation; like `Acquire`, not waiting for the disk."""
+
+    durable: ClassVar[bool] = False
+    params: Params
+
+    def __call__(self, conn: sqlite3.Connection) -> Lease | None:
+        """Move the expiry of a lease that still holds its key."""
+        row = one(conn, queries.RENEW_LEASE, self.params)
+        return None if row is None else lease_from_row(row)
 
 
 def release(conn: sqlite3.Connection, params: Params) -> bool:

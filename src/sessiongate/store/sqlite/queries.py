@@ -13,6 +13,7 @@ from __future__ import annotations
 
 PRAGMA_WAL = "PRAGMA journal_mode = WAL"
 PRAGMA_SYNCHRONOUS_FULL = "PRAGMA synchronous = FULL"
+PRAGMA_SYNCHRONOUS_NORMAL = "PRAGMA synchronous = NORMAL"
 PRAGMA_BUSY_TIMEOUT = "PRAGMA busy_timeout = {milliseconds:d}"
 PRAGMA_QUERY_ONLY = "PRAGMA query_only = ON"
 

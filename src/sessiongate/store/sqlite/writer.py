@@ -13,6 +13,14 @@ reach the awaiting coroutines only after the commit, so nothing is ever
 reported done before it is durable, and a whole batch is handed to the event
 loop in one wake-up.
 
+An operation may declare that its commit need not wait for the disk
+(`durable = False`: taking or renewing a conversation's lease). A batch made
+only of such operations commits without an fsync; it survives a crash of the
+process (the file's writes are in the operating system already), and the
+next durable commit's fsync makes it durable along with its own, since the
+WAL is synced as a whole. Only a power loss before then can undo it, which
+ends every process that could have relied on it too.
+
 While nothing else is queued, the store also sends short reads here: they run
 between transactions, on a connection whose page cache stays warm.
 """
@@ -67,8 +75,11 @@ class Writer:
         self._thread = threading.Thread(
             target=self._serve, name=f"sessiongate-sqlite-writer:{path.name}", daemon=True
         )
+        self._durable = True  # the connection is opened with synchronous=FULL
         self.commits = 0
-        """How many transactions were committed (each one fsync); read by tests."""
+        """How many transactions were committed; read by tests."""
+        self.unsynced_commits = 0
+        """How many of them did not wait for the disk (see `durable`); read by tests."""
         self.operations = 0
         """How many operations were run, successful or not; read by tests."""
 
@@ -178,6 +189,7 @@ class Writer:
     def _transaction(self, batch: list[Task]) -> tuple[list[Task], list[Task]]:
         """Run `batch` in one transaction: the tasks it settled, and those it did not attempt."""
         try:
+            self._synchronous(any(_durable(task) for task in batch))
             self._conn.execute(queries.BEGIN_IMMEDIATE)
         except sqlite3.Error as exc:
             error = map_error(exc, self._path)
@@ -202,6 +214,14 @@ class Writer:
                 return attempted, batch[start:]
         self._commit(batch)
         return batch, []
+
+    def _synchronous(self, durable: bool) -> None:
+        """Make the next commit wait for the disk, or not; between transactions only."""
+        if durable is not self._durable:
+            self._conn.execute(
+                queries.PRAGMA_SYNCHRONOUS_FULL if durable else queries.PRAGMA_SYNCHRONOUS_NORMAL
+            )
+            self._durable = durable
 
     def _alone(self, task: Task) -> list[Task]:
         """Run the only operation of a transaction: no savepoint, its error rolls back all."""
@@ -267,6 +287,8 @@ class Writer:
             self._fail_succeeded(tasks, map_error(exc, self._path))
             return
         self.commits += 1
+        if not self._durable:
+            self.unsynced_commits += 1
 
     def _undo_operation(self) -> None:
         if not self._conn.in_transaction:
@@ -299,6 +321,11 @@ class Writer:
             if task.error is None:
                 task.error = _fresh(lost)
                 task.value = None
+
+
+def _durable(task: Task) -> bool:
+    """Whether the commit holding `task`'s operation must wait for the disk (the default)."""
+    return bool(getattr(task.operation, "durable", True))
 
 
 def _fresh(error: BaseException) -> BaseException:
