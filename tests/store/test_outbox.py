@@ -199,6 +199,30 @@ async def test_claim_respects_limit_and_kinds(store: Store, clock: FakeClock) ->
     assert one.idempotency_key == "c1"
 
 
+async def test_claim_leaves_the_jobs_of_skipped_lanes(store: Store, clock: FakeClock) -> None:
+    await store.enqueue(
+        [
+            new_job("slow-1", ordering_key="memory:slow:s-1"),
+            new_job("slow-2", ordering_key="memory:slow:s-2"),
+            new_job("event", ordering_key="events:s-1"),
+            new_job("local", ordering_key="memory:local:s-1"),
+            new_job("unkeyed"),
+            new_job("lookalike", ordering_key="memory:slower:s-1"),
+            new_job("pattern", ordering_key="memory:%:s-1"),
+        ],
+        at=clock.now(),
+    )
+    taken = await store.claim_jobs(
+        "w",
+        at=clock.now(),
+        lease_seconds=LEASE,
+        limit=10,
+        skip_lanes=["memory:slow:", "memory:%:"],
+    )
+    assert [j.idempotency_key for j in taken] == ["event", "local", "unkeyed", "lookalike"]
+    assert await _claimable(store, clock) == ["slow-1", "slow-2", "pattern"]
+
+
 async def test_ordering_key_runs_jobs_one_after_another(store: Store, clock: FakeClock) -> None:
     await store.enqueue(
         [

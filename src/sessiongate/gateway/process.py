@@ -84,6 +84,7 @@ class GatewayProcess:
                 clock=clock,
                 worker=worker.WorkerSettings(
                     concurrency=work.concurrency,
+                    lane_slots=work.lane_slots,
                     lease_seconds=work.lease_seconds,
                     poll_seconds=work.poll_seconds,
                     drain_seconds=settings.gateway.drain_seconds,

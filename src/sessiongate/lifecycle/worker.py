@@ -5,6 +5,11 @@ recorded only with the fencing token of the claim, so a worker that lost its
 lease (paused, partitioned) cannot overwrite the outcome of the one that took
 the job over. Retry decisions come from a pure `RetryPolicies`; the worker only
 persists them. A job that exhausts its policy becomes a dead letter.
+
+Jobs fall into lanes by their ordering key (`lane_of`: one memory provider's
+jobs, the hook events), and one lane holds at most `lane_slots` of the
+worker's slots: a provider working off a backlog after an outage leaves the
+other slots to the other providers and to the hooks.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sessiongate.clock import Clock, RandomSource, sleep_unless
@@ -27,11 +33,25 @@ log = logging.getLogger(__name__)
 JobHandler = Callable[[Job], Awaitable[None]]
 
 
+def lane_of(ordering_key: str | None) -> str | None:
+    """The lane of a job: its ordering key up to and with the last `:` (None: no lane).
+
+    `memory:openviking:<session>` is in lane `memory:openviking:`, `events:<session>`
+    in `events:`; a key without `:` is in no lane.
+    """
+    if ordering_key is None:
+        return None
+    head, colon, _ = ordering_key.rpartition(":")
+    return head + colon if colon else None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """How a worker claims and holds jobs."""
 
     concurrency: int = 8
+    # The most slots one lane may hold; None: half of `concurrency` (at least one).
+    lane_slots: int | None = None
     lease_seconds: float = 30.0
     # Upper bound of an idle sleep: other replicas' jobs are seen at least this often.
     poll_seconds: float = 1.0
@@ -60,7 +80,10 @@ class Worker:
         self._retry = retry
         self._settings = settings or WorkerSettings()
         self._wake = asyncio.Event()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], str | None] = {}
+        self._busy: Counter[str] = Counter()
+        slots = self._settings.lane_slots
+        self._lane_slots = max(1, self._settings.concurrency // 2 if slots is None else slots)
 
     @property
     def owner(self) -> str:
@@ -84,50 +107,75 @@ class Worker:
         """
         try:
             while not stop.is_set():
-                free = self._settings.concurrency - len(self._running)
-                claimed = await self._claim(free) if free > 0 else []
+                # Cleared before the claim, not after: a job that ends or arrives from
+                # here on must cut the coming sleep short, not be lost.
+                self._wake.clear()
+                limit, full = self._room()
+                claimed = await self._claim(limit, skip_lanes=full) if limit > 0 else []
                 for job in claimed:
-                    task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
-                    self._running.add(task)
-                    task.add_done_callback(self._finished)
-                if claimed and len(claimed) == free:
+                    self._start(job)
+                if claimed and len(claimed) == limit:
                     continue
-                await self._idle(stop)
+                # What is due may be only the held-back lanes' jobs: wait for a slot then.
+                await self._idle(stop, held_back=bool(full))
         finally:
             await self._drain()
 
+    def _room(self) -> tuple[int, list[str]]:
+        """How many jobs to claim now, and the lanes to leave alone (they hold their share).
+
+        The limit keeps the fullest lane still open within its share even if every job
+        claimed falls into it.
+        """
+        free = self._settings.concurrency - len(self._running)
+        full = [lane for lane, held in self._busy.items() if held >= self._lane_slots]
+        fullest = max((held for held in self._busy.values() if held < self._lane_slots), default=0)
+        return min(free, self._lane_slots - fullest), full
+
+    def _start(self, job: Job) -> None:
+        lane = lane_of(job.ordering_key)
+        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self._running[task] = lane
+        if lane is not None:
+            self._busy[lane] += 1
+        task.add_done_callback(self._finished)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        lane = self._running.pop(task, None)
+        if lane is not None:
+            self._busy[lane] -= 1
+            if self._busy[lane] <= 0:
+                del self._busy[lane]
         self._wake.set()
 
-    async def _idle(self, stop: asyncio.Event) -> None:
-        # Cleared before the read, not after: a wake-up arriving while we read
-        # must cut the coming sleep short, not be lost.
-        self._wake.clear()
+    async def _idle(self, stop: asyncio.Event, *, held_back: bool = False) -> None:
         delay = self._settings.poll_seconds
         due = await self._store.next_job_due()
         if due is not None:
             delay = min(delay, max(0.0, (due - self._clock.now()).total_seconds()))
-        if delay <= 0 and len(self._running) >= self._settings.concurrency:
+        if delay <= 0 and (held_back or len(self._running) >= self._settings.concurrency):
             delay = self._settings.poll_seconds
         await sleep_unless(self._clock, delay, self._wake, stop)
 
     async def _drain(self) -> None:
         if not self._running:
             return
-        _done, pending = await asyncio.wait(self._running, timeout=self._settings.drain_seconds)
+        _done, pending = await asyncio.wait(
+            list(self._running), timeout=self._settings.drain_seconds
+        )
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         if pending:
             log.warning("shutdown left %d jobs to lease expiry", len(pending))
 
-    async def _claim(self, limit: int) -> list[Job]:
+    async def _claim(self, limit: int, *, skip_lanes: Sequence[str] = ()) -> list[Job]:
         return await self._store.claim_jobs(
             self._owner,
             at=self._clock.now(),
             lease_seconds=self._settings.lease_seconds,
             limit=limit,
+            skip_lanes=skip_lanes,
         )
 
     async def _run(self, job: Job) -> None:

@@ -218,6 +218,7 @@ class Outbox(Protocol):
         lease_seconds: float,
         limit: int = 1,
         kinds: Sequence[str] | None = None,
+        skip_lanes: Sequence[str] = (),
     ) -> list[Job]:
         """Atomically claim up to `limit` due jobs for `owner`.
 
@@ -227,8 +228,9 @@ class Outbox(Protocol):
         `running`, the lease (`owner`, `at + lease_seconds`), `attempts + 1` and
         `fencing_token + 1`; `run_after` is unchanged. Oldest `run_after` first,
         then id. With `kinds`, only jobs of those kinds are claimed (ordering keys
-        still block across kinds). Safe under concurrent claimers: a job is
-        returned to one claimer only per lease.
+        still block across kinds). Jobs whose ordering key starts with one of
+        `skip_lanes` are left for later (see `lane_of`). Safe under concurrent
+        claimers: a job is returned to one claimer only per lease.
         """
         ...
 

@@ -57,6 +57,7 @@ class MemoryOutbox:
         lease_seconds: float,
         limit: int = 1,
         kinds: Sequence[str] | None = None,
+        skip_lanes: Sequence[str] = (),
     ) -> list[Job]:
         """See `Outbox.claim_jobs`."""
         async with self._open():
@@ -67,6 +68,7 @@ class MemoryOutbox:
                 job
                 for job in self._runnable()
                 if (wanted is None or job.kind in wanted)
+                and not _in_lanes(job.ordering_key, skip_lanes)
                 and (
                     (job.state is JobState.PENDING and job.run_after <= at)
                     or (job.state is JobState.RUNNING and not lease_live(job.lease_expires_at, at))
@@ -297,3 +299,7 @@ def _job_copy(job: Job) -> Job:
 
 def _released(job: Job, state: JobState, at: datetime) -> Job:
     return replace(job, state=state, lease_owner=None, lease_expires_at=None, updated_at=at)
+
+
+def _in_lanes(ordering_key: str | None, lanes: Sequence[str]) -> bool:
+    return ordering_key is not None and any(ordering_key.startswith(lane) for lane in lanes)

@@ -201,6 +201,10 @@ WITH claimed AS (
                OR (j.state = 'running' AND j.lease_expires_at <= %(at)s))
           AND (%(kinds)s::text[] IS NULL OR j.kind = ANY(%(kinds)s::text[]))
           AND (j.ordering_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM unnest(%(skip_lanes)s::text[]) AS lane
+              WHERE left(j.ordering_key, length(lane)) = lane
+          ))
+          AND (j.ordering_key IS NULL OR NOT EXISTS (
               SELECT 1 FROM jobs e
               WHERE e.ordering_key = j.ordering_key AND e.id < j.id AND e.state <> 'done'
           ))

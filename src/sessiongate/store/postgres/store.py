@@ -329,6 +329,7 @@ class PostgresStore(PostgresLeases):
         lease_seconds: float,
         limit: int = 1,
         kinds: Sequence[str] | None = None,
+        skip_lanes: Sequence[str] = (),
     ) -> list[Job]:
         """See `Outbox.claim_jobs`."""
         rows = await self._all(
@@ -339,6 +340,7 @@ class PostgresStore(PostgresLeases):
                 "lease_expires_at": at + timedelta(seconds=lease_seconds),
                 "limit": max(0, limit),
                 "kinds": None if kinds is None else list(kinds),
+                "skip_lanes": [text(lane, "lane") for lane in skip_lanes],
             },
         )
         return [records.job_from(row) for row in rows]

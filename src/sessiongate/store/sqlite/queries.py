@@ -201,6 +201,9 @@ WHERE id IN (
            OR (j.state = 'running' AND j.lease_expires_at <= :at))
       AND (:kinds IS NULL OR j.kind IN (SELECT value FROM json_each(:kinds)))
       AND (j.ordering_key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM json_each(:skip_lanes) AS lane
+          WHERE substr(j.ordering_key, 1, length(lane.value)) = lane.value))
+      AND (j.ordering_key IS NULL OR NOT EXISTS (
           SELECT 1 FROM jobs AS e
           WHERE e.ordering_key = j.ordering_key AND e.id < j.id AND e.state <> 'done'))
     ORDER BY j.run_after, j.id

@@ -308,9 +308,12 @@ class SQLiteStore:
         lease_seconds: float,
         limit: int = 1,
         kinds: Sequence[str] | None = None,
+        skip_lanes: Sequence[str] = (),
     ) -> list[Job]:
         """See `Outbox.claim_jobs`."""
         check_text(owner, what="lease owner")
+        for lane in skip_lanes:
+            check_text(lane, what="lane")
         at_us = at_micros(at, "at")
         params = {
             "owner": owner,
@@ -318,6 +321,7 @@ class SQLiteStore:
             "lease_expires_at": at_us + lease_micros(lease_seconds),
             "limit": max(0, limit),
             "kinds": None if kinds is None else json.dumps(list(kinds)),
+            "skip_lanes": json.dumps(list(skip_lanes)),
         }
         return await self._writer.run(partial(outbox_sql.claim, params=params))
 
