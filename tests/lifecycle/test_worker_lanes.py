@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
 
 from lifecycle.jobs import LEASE, make_worker
 from lifecycle.world import eventually
-from sessiongate.lifecycle.worker import WorkerSettings, lane_of
+from sessiongate.lifecycle.worker import Worker, WorkerSettings, lane_of
 from sessiongate.models import Job, JobState
 from sessiongate.store.base import Store
 from sessiongate.testing import FakeClock, new_job
@@ -49,6 +51,26 @@ class CountingClaims:
         return await self._inner.claim_jobs(owner, **kwargs)
 
 
+@asynccontextmanager
+async def _running(worker: Worker, slow: SlowLane) -> AsyncIterator[None]:
+    """The worker at work in the block; stopped (the slow lane released) after it."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield
+    finally:
+        slow.release.set()
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def _all_done(store: Store, kind: str, count: int) -> None:
+    async def done() -> bool:
+        return len(await store.list_jobs(kind=kind, state=JobState.DONE)) == count
+
+    await eventually(done, what=f"the {count} {kind} jobs, once released")
+
+
 @pytest.mark.parametrize(
     ("ordering_key", "lane"),
     [
@@ -86,9 +108,7 @@ async def test_a_lane_with_a_backlog_leaves_slots_to_the_others(
     await store.enqueue(backlog + others, at=clock.now())  # the backlog is older: first in line
     settings = WorkerSettings(concurrency=4, lease_seconds=LEASE)
     worker = make_worker(store, clock, {"slow": slow, "quick": quick}, owner="w", settings=settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
+    async with _running(worker, slow):
 
         async def others_done() -> bool:
             return len(ran) == len(others)
@@ -96,15 +116,7 @@ async def test_a_lane_with_a_backlog_leaves_slots_to_the_others(
         await eventually(others_done, what="the other lanes' jobs, beside the backlog")
         assert slow.holding == 2  # half of the slots, held all along
         slow.release.set()
-
-        async def backlog_done() -> bool:
-            return len(await store.list_jobs(kind="slow", state=JobState.DONE)) == len(backlog)
-
-        await eventually(backlog_done, what="the backlog, once released")
-    finally:
-        slow.release.set()
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        await _all_done(store, "slow", len(backlog))
     assert sorted(ran) == sorted(job.idempotency_key for job in others)
     assert slow.most == 2
     assert slow.started == len(backlog)
@@ -121,10 +133,8 @@ async def test_a_worker_whose_due_jobs_are_all_held_back_sleeps(
     counting = CountingClaims(store)
     settings = WorkerSettings(concurrency=4, lane_slots=3, lease_seconds=LEASE)
     worker = make_worker(cast(Store, counting), clock, {"slow": slow}, owner="w", settings=settings)
-    stop = asyncio.Event()
     # The fake clock never moves: only a finished job (or a wake-up) ends the idle sleep.
-    task = asyncio.create_task(worker.run(stop))
-    try:
+    async with _running(worker, slow):
 
         async def lane_full() -> bool:
             return slow.holding == 3
@@ -134,13 +144,5 @@ async def test_a_worker_whose_due_jobs_are_all_held_back_sleeps(
         await asyncio.sleep(0.3)
         assert counting.claims == claims, "it kept claiming while only held-back jobs were due"
         slow.release.set()
-
-        async def all_done() -> bool:
-            return len(await store.list_jobs(kind="slow", state=JobState.DONE)) == len(backlog)
-
-        await eventually(all_done, what="the backlog, once released")
-    finally:
-        slow.release.set()
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        await _all_done(store, "slow", len(backlog))
     assert slow.most == 3

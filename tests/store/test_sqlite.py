@@ -36,21 +36,6 @@ from sessiongate.testing.records import new_entry, new_job, new_session
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "sessiongate.db"
-
-
-@pytest.fixture
-async def sqlite_store(db_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = await SQLiteStore.open(db_path)
-    try:
-        await store.migrate()
-        yield store
-    finally:
-        await store.close()
-
-
 def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
     """Read the file behind the store's back, as another process would."""
     conn = sqlite3.connect(path)

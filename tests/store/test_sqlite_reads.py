@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,21 +22,6 @@ from sessiongate.testing.records import new_entry, new_session
 T = TypeVar("T")
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "sessiongate.db"
-
-
-@pytest.fixture
-async def sqlite_store(db_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = await SQLiteStore.open(db_path)
-    try:
-        await store.migrate()
-        yield store
-    finally:
-        await store.close()
 
 
 def _at_once(coro: Coroutine[Any, Any, T]) -> T:
@@ -99,6 +84,7 @@ async def test_reads_from_another_thread_go_through_the_store_threads(
 
 
 def test_the_inline_reader_defers_rather_than_wait(db_path: Path) -> None:
+    db_path.parent.mkdir()
     sqlite3.connect(db_path).execute("PRAGMA journal_mode = WAL").fetchall()
     reader = InlineReader(db_path)
     assert reader.read(lambda conn: conn.execute("SELECT 41 + 1").fetchone()[0]) == 42
@@ -117,6 +103,7 @@ def test_the_inline_reader_defers_rather_than_wait(db_path: Path) -> None:
 
 
 def test_the_inline_reader_serves_only_its_own_thread(db_path: Path) -> None:
+    db_path.parent.mkdir()
     reader = InlineReader(db_path)
     assert reader.read(lambda conn: 5) == 5
     outcome: list[object] = []
@@ -129,6 +116,7 @@ def test_the_inline_reader_serves_only_its_own_thread(db_path: Path) -> None:
 
 
 def test_an_inline_read_error_names_the_file(db_path: Path) -> None:
+    db_path.parent.mkdir()
     reader = InlineReader(db_path)
     with pytest.raises(StoreError, match=str(db_path)):
         reader.read(lambda conn: session_sql.routed(conn, key="k-1"))  # no schema here

@@ -11,7 +11,9 @@ read that finds the file locked (only an exclusive lock taken by another
 process does that to a reader in WAL mode) reports `DEFERRED`, so the caller
 runs it on a reader thread instead, which may wait. A thread other than the one
 that first used it gets `DEFERRED` too: a connection is never shared between
-threads.
+threads. What it cannot avoid is a page that is not in the operating system's
+cache: a point read touches a few pages of a b-tree, and reading one from the disk
+holds the loop for that long, as any page fault of the process would.
 """
 
 from __future__ import annotations
