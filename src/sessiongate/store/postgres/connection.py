@@ -155,11 +155,15 @@ class Database:
         """Close every connection of the pool."""
         await self._pool.close()
 
-    async def run(self, operation: Callable[[Cursor], Awaitable[T]]) -> T:
-        """Run `operation` in one transaction; map driver errors; retry lost races."""
+    async def run(self, operation: Callable[[Cursor], Awaitable[T]], *, alone: bool = False) -> T:
+        """Run `operation` in one transaction; map driver errors; retry lost races.
+
+        With `alone`, the operation runs ONE statement, which is a transaction of its own
+        on these autocommit connections: no BEGIN and COMMIT round trips around it.
+        """
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with self._transaction() as cursor:
+                async with self._cursor(alone) as cursor:
                     return await operation(cursor)
             except _RETRYABLE as exc:
                 if attempt == _ATTEMPTS:
@@ -170,13 +174,14 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Cursor]:
-        async with (
-            self._pool.connection() as conn,
-            conn.transaction(),
-            conn.cursor() as cursor,
-        ):
-            yield cursor
+    async def _cursor(self, alone: bool) -> AsyncIterator[Cursor]:
+        async with self._pool.connection() as conn:
+            if alone:
+                async with conn.cursor() as cursor:
+                    yield cursor
+                return
+            async with conn.transaction(), conn.cursor() as cursor:
+                yield cursor
 
 
 def _connect_timeout(dsn: str, default: float) -> int | None:

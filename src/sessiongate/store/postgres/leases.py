@@ -39,10 +39,15 @@ async def check_fence(cursor: Cursor, fence: Lease | None) -> None:
         return
     await cursor.execute(queries.FENCE_HOLDS, {"key": fence.key, "token": int(fence.token)})
     if await cursor.fetchone() is None:
-        raise LeaseLost(
-            f"the lease on {fence.key!r} (token {fence.token}) was taken by another "
-            "replica; this one no longer writes for that conversation"
-        )
+        raise lease_lost(fence.key, int(fence.token))
+
+
+def lease_lost(key: str, token: int) -> LeaseLost:
+    """The error refusing a write whose fencing lease on `key` was taken."""
+    return LeaseLost(
+        f"the lease on {key!r} (token {token}) was taken by another "
+        "replica; this one no longer writes for that conversation"
+    )
 
 
 async def release_fence(cursor: Cursor, fence: Lease) -> None:
@@ -61,7 +66,7 @@ class PostgresLeases:
             row = await cursor.fetchone()
             return None if row is None else lease_from(row)
 
-        return await self._db.run(run)
+        return await self._db.run(run, alone=True)
 
     async def acquire_lease(
         self,
@@ -101,7 +106,7 @@ class PostgresLeases:
             await cursor.execute(queries.RELEASE_LEASE, params)
             return bool(cursor.rowcount == 1)
 
-        return await self._db.run(run)
+        return await self._db.run(run, alone=True)
 
     async def lease_of(self, key: str) -> Lease | None:
         """See `LeaseStore.lease_of`."""
@@ -113,7 +118,7 @@ class PostgresLeases:
         async def run(cursor: Cursor) -> list[str]:
             return sorted(await _column(cursor, queries.LEASE_HOLDERS, {"at": aware(at, "at")}))
 
-        return await self._db.run(run)
+        return await self._db.run(run, alone=True)
 
     async def expire_leases_of(self, owner: str, *, at: datetime) -> int:
         """See `LeaseStore.expire_leases_of`."""

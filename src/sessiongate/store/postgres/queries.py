@@ -134,6 +134,41 @@ WHERE id = %(session_id)s AND state = 'active'
 RETURNING turn_count
 """
 
+# An append in one statement (its own transaction): the fence check (FOR SHARE, as in
+# FENCE_HOLDS), the counters and seqs, the rows, and the lease's release if asked. When
+# the fence does not hold, or the session takes no entries, it writes nothing.
+APPEND_ENTRIES = """
+WITH fence AS (
+    SELECT 1 AS holds FROM leases
+    WHERE key = %(fence_key)s AND token = %(fence_token)s
+    FOR SHARE
+), reserved AS (
+    UPDATE sessions
+    SET turn_count = turn_count + %(count)s,
+        token_estimate = token_estimate + %(tokens)s,
+        last_activity_at = %(at)s
+    WHERE id = %(session_id)s AND state = 'active'
+      AND (%(fence_key)s::text IS NULL OR EXISTS (SELECT 1 FROM fence))
+    RETURNING turn_count
+), inserted AS (
+    INSERT INTO ledger (
+        session_id, seq, role, text, parts, platform_message_id, token_estimate, meta, created_at
+    )
+    SELECT %(session_id)s, r.turn_count - %(count)s + e.n, e.role, e.text, e.parts::jsonb,
+           e.platform_message_id, e.token_estimate, e.meta::jsonb, %(at)s
+    FROM reserved r,
+         unnest(%(roles)s::text[], %(texts)s::text[], %(parts)s::text[],
+                %(message_ids)s::text[], %(token_estimates)s::int[], %(metas)s::text[])
+             WITH ORDINALITY AS e(role, text, parts, platform_message_id, token_estimate, meta, n)
+), released AS (
+    DELETE FROM leases
+    WHERE %(release)s AND key = %(fence_key)s AND token = %(fence_token)s
+      AND EXISTS (SELECT 1 FROM reserved)
+)
+SELECT (SELECT turn_count FROM reserved) AS turn_count,
+       %(fence_key)s::text IS NULL OR EXISTS (SELECT 1 FROM fence) AS fence_holds
+"""
+
 INSERT_ENTRY = """
 INSERT INTO ledger (
     session_id, seq, role, text, parts, platform_message_id, token_estimate, meta, created_at

@@ -86,20 +86,20 @@ class PostgresStore(PostgresLeases):
             await cursor.execute(query, params)
             return await cursor.fetchone()
 
-        return await self._db.run(run)
+        return await self._db.run(run, alone=True)
 
     async def _execute(self, query: str, params: Params) -> None:
         async def run(cursor: DbCursor) -> None:
             await cursor.execute(query, params)
 
-        await self._db.run(run)
+        await self._db.run(run, alone=True)
 
     async def _all(self, query: str, params: Params) -> list[dict[str, Any]]:
         async def run(cursor: DbCursor) -> list[dict[str, Any]]:
             await cursor.execute(query, params)
             return await cursor.fetchall()
 
-        return await self._db.run(run)
+        return await self._db.run(run, alone=True)
 
     # --- schema ------------------------------------------------------------------------
 
@@ -280,6 +280,19 @@ class PostgresStore(PostgresLeases):
         """See `SessionStore.append_entries`."""
         aware(at, "at")
         rows = [records.entry_params(entry) for entry in entries]
+        if rows:
+            fenced = None if fence is None else {"key": fence.key, "token": int(fence.token)}
+            return await self._db.run(
+                partial(
+                    transactions.append_alone,
+                    session_id=session_id,
+                    entries=rows,
+                    at=at,
+                    fence=fenced,
+                    release=release,
+                ),
+                alone=True,
+            )
 
         async def run(cursor: DbCursor) -> list[Entry]:
             await check_fence(cursor, fence)

@@ -15,7 +15,7 @@ from sessiongate.errors import Conflict, NotFound, SessionClosed
 from sessiongate.models import EndReason, EndRequest, Entry, Session, SessionState
 from sessiongate.store.postgres import queries, records
 from sessiongate.store.postgres.connection import Cursor
-from sessiongate.store.postgres.leases import check_fence
+from sessiongate.store.postgres.leases import check_fence, lease_lost
 from sessiongate.store.postgres.records import Params
 
 
@@ -173,6 +173,52 @@ async def append(
     ]
     if rows:
         await cursor.executemany(queries.INSERT_ENTRY, rows)
+    return [
+        records.stored_entry(session_id, first + offset, params, at)
+        for offset, params in enumerate(entries)
+    ]
+
+
+async def append_alone(
+    cursor: Cursor,
+    session_id: str,
+    entries: Sequence[Params],
+    at: datetime,
+    fence: Params | None,
+    release: bool,
+) -> list[Entry]:
+    """`append` in ONE statement, fence and release included: run it outside a transaction.
+
+    It is the hot path of every turn: one round trip instead of one per statement plus
+    BEGIN and COMMIT. Should it write nothing, a second read says why.
+    """
+    await cursor.execute(
+        queries.APPEND_ENTRIES,
+        {
+            "session_id": session_id,
+            "count": len(entries),
+            "tokens": sum(params["token_estimate"] for params in entries),
+            "at": at,
+            "fence_key": None if fence is None else fence["key"],
+            "fence_token": None if fence is None else fence["token"],
+            "release": release and fence is not None,
+            "roles": [params["role"] for params in entries],
+            "texts": [params["text"] for params in entries],
+            "parts": [params["parts"] for params in entries],
+            "message_ids": [params["platform_message_id"] for params in entries],
+            "token_estimates": [params["token_estimate"] for params in entries],
+            "metas": [params["meta"] for params in entries],
+        },
+    )
+    row = await cursor.fetchone()
+    assert row is not None  # the final SELECT always yields one row
+    if not row["fence_holds"]:
+        assert fence is not None
+        raise lease_lost(fence["key"], fence["token"])
+    if row["turn_count"] is None:
+        state = await _require_session(cursor, session_id)
+        raise SessionClosed(f"session {session_id} is {state}, not active; it takes no new entries")
+    first = row["turn_count"] - len(entries) + 1
     return [
         records.stored_entry(session_id, first + offset, params, at)
         for offset, params in enumerate(entries)
