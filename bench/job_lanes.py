@@ -5,12 +5,14 @@ One `Worker` (the real `SystemClock`, 8 slots) on a fresh SQLite store. First
 their handler takes `--slow-ms` behind a limit of 4 calls at once, as a provider
 behind its guard does (OpenViking's limit is 4). Right after them come `--others`
 quick jobs of other lanes (another provider's commits, hook events; 5 ms each).
-The figure is the wait of each quick job, from its enqueue to its end, and the
-time to work off the backlog. It is measured with `workers.lane_slots` at its
-default (half the slots) and at 8 (one lane may take every slot: how the worker
-ran before lanes), alternately, `--rounds` times each. Usage:
+As many quick jobs again arrive `--late` seconds later, when the backlog holds
+every slot (no other lane had work). The figures are the wait of each quick job,
+from its enqueue to its end, for both groups, and the time to work off the
+backlog. It is measured with `workers.lane_slots` at its default (half the
+slots) and at 8 (one lane may take every slot: how the worker ran before lanes),
+alternately, `--rounds` times each. Usage:
 
-    uv run python bench/job_lanes.py [--backlog 200] [--others 40] [--rounds 3] [--json out.json]
+    uv run python bench/job_lanes.py [--backlog 200] [--others 40] [--late 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Round:
     lane_slots: int
     others_p50_s: float
     others_max_s: float
+    late_p50_s: float
+    late_max_s: float
     backlog_s: float
 
 
@@ -51,7 +55,7 @@ async def one_round(workdir: Path, lane_slots: int, args: argparse.Namespace) ->
     store = await open_store(f"sqlite:///{workdir / f'lanes-{lane_slots}-{time.time_ns()}.db'}")
     guard = asyncio.Semaphore(PROVIDER_LIMIT)
     enqueued: dict[str, float] = {}
-    waits: list[float] = []
+    waits: dict[str, float] = {}
 
     async def slow(job: Job) -> None:
         async with guard:
@@ -59,21 +63,15 @@ async def one_round(workdir: Path, lane_slots: int, args: argparse.Namespace) ->
 
     async def quick(job: Job) -> None:
         await asyncio.sleep(0.005)
-        waits.append(time.perf_counter() - enqueued[job.idempotency_key])
+        waits[job.idempotency_key] = time.perf_counter() - enqueued[job.idempotency_key]
 
     clock = SystemClock()
     backlog = [
         NewJob(kind="slow", idempotency_key=f"slow-{n}", ordering_key=f"memory:slow:s-{n}")
         for n in range(args.backlog)
     ]
-    others = [
-        NewJob(
-            kind="quick",
-            idempotency_key=f"quick-{n}",
-            ordering_key=f"memory:local:s-{n}" if n % 2 else f"events:s-{n}",
-        )
-        for n in range(args.others)
-    ]
+    others = _quick_jobs("quick", args.others)
+    late = _quick_jobs("late", args.others)
     await store.enqueue(backlog, at=clock.now())
     started = time.perf_counter()
     await store.enqueue(others, at=clock.now())
@@ -90,15 +88,43 @@ async def one_round(workdir: Path, lane_slots: int, args: argparse.Namespace) ->
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(args.late)
+    arrived = time.perf_counter()
+    await store.enqueue(late, at=clock.now())
+    for job in late:
+        enqueued[job.idempotency_key] = arrived
+    worker.wake()
     drained = await wait_for(lambda: outbox_idle(store), within=3600)
     backlog_s = time.perf_counter() - started
     stop.set()
     await task
-    done = await store.list_jobs(state=JobState.DONE, limit=args.backlog + args.others + 1)
+    total = args.backlog + 2 * args.others
+    done = await store.list_jobs(state=JobState.DONE, limit=total + 1)
     assert drained, "the outbox did not drain"
-    assert len(done) == args.backlog + args.others, "every job must be done"
+    assert len(done) == total, "every job must be done"
     await store.close()
-    return Round(lane_slots, statistics.median(waits), max(waits), backlog_s)
+    first = [waits[job.idempotency_key] for job in others]
+    then = [waits[job.idempotency_key] for job in late]
+    return Round(
+        lane_slots,
+        statistics.median(first),
+        max(first),
+        statistics.median(then),
+        max(then),
+        backlog_s,
+    )
+
+
+def _quick_jobs(prefix: str, count: int) -> list[NewJob]:
+    """Quick jobs of other lanes: another provider's commits and hook events, by turns."""
+    return [
+        NewJob(
+            kind="quick",
+            idempotency_key=f"{prefix}-{n}",
+            ordering_key=f"memory:local:{prefix}-{n}" if n % 2 else f"events:{prefix}-{n}",
+        )
+        for n in range(count)
+    ]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -106,6 +132,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=200, help="jobs of the slow lane")
     parser.add_argument("--others", type=int, default=40, help="quick jobs of other lanes")
     parser.add_argument("--slow-ms", type=float, default=250.0, help="one slow call")
+    parser.add_argument("--late", type=float, default=2.0, help="seconds until the late group")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each setting")
     parser.add_argument("--json", type=Path, help="write the figures here")
     return parser.parse_args(argv)
@@ -122,6 +149,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"lane_slots={result.lane_slots}: other jobs waited p50 "
                     f"{result.others_p50_s:.3f} s, max {result.others_max_s:.3f} s; "
+                    f"late ones p50 {result.late_p50_s:.3f} s, max {result.late_max_s:.3f} s; "
                     f"backlog worked off in {result.backlog_s:.2f} s",
                     flush=True,
                 )

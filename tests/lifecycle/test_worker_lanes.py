@@ -1,4 +1,4 @@
-"""The worker's lanes: a backlog in one lane leaves slots to the others."""
+"""The worker's lanes: a backlog in one lane leaves the next free slot to the others."""
 
 from __future__ import annotations
 
@@ -12,26 +12,37 @@ import pytest
 from lifecycle.jobs import LEASE, make_worker
 from lifecycle.world import eventually
 from sessiongate.lifecycle.worker import Worker, WorkerSettings, lane_of
-from sessiongate.models import Job, JobState
+from sessiongate.models import Job, JobState, NewJob
 from sessiongate.store.base import Store
 from sessiongate.testing import FakeClock, new_job
 
 
 class SlowLane:
-    """A handler that holds its slot until released, counting how many hold one at once."""
+    """A handler that holds its slot until let go (one at a time, or all), counting holders."""
 
     def __init__(self) -> None:
-        self.release = asyncio.Event()
+        self._go = asyncio.Semaphore(0)
+        self._all = asyncio.Event()
         self.holding = 0
         self.most = 0
         self.started = 0
+
+    def let_one_go(self) -> None:
+        self._go.release()
+
+    def let_all_go(self) -> None:
+        self._all.set()
 
     async def __call__(self, job: Job) -> None:
         self.started += 1
         self.holding += 1
         self.most = max(self.most, self.holding)
         try:
-            await self.release.wait()
+            one = asyncio.ensure_future(self._go.acquire())
+            every = asyncio.ensure_future(self._all.wait())
+            _, pending = await asyncio.wait([one, every], return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
         finally:
             self.holding -= 1
 
@@ -53,22 +64,35 @@ class CountingClaims:
 
 @asynccontextmanager
 async def _running(worker: Worker, slow: SlowLane) -> AsyncIterator[None]:
-    """The worker at work in the block; stopped (the slow lane released) after it."""
+    """The worker at work in the block; stopped (the slow lane let go) after it."""
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
         yield
     finally:
-        slow.release.set()
+        slow.let_all_go()
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def _until(what: str, check: Any) -> None:
+    async def holds() -> bool:
+        return bool(check())
+
+    await eventually(holds, what=what)
 
 
 async def _all_done(store: Store, kind: str, count: int) -> None:
     async def done() -> bool:
         return len(await store.list_jobs(kind=kind, state=JobState.DONE)) == count
 
-    await eventually(done, what=f"the {count} {kind} jobs, once released")
+    await eventually(done, what=f"the {count} {kind} jobs, once let go")
+
+
+def _backlog(count: int) -> list[NewJob]:
+    return [
+        new_job(f"slow-{n}", kind="slow", ordering_key=f"memory:slow:s-{n}") for n in range(count)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -91,13 +115,13 @@ async def test_a_lane_with_a_backlog_leaves_slots_to_the_others(
 ) -> None:
     slow = SlowLane()
     ran: list[str] = []
+    backlog_started_before: dict[str, int] = {}
 
     async def quick(job: Job) -> None:
         ran.append(job.idempotency_key)
+        backlog_started_before[job.idempotency_key] = slow.started
 
-    backlog = [
-        new_job(f"slow-{n}", kind="slow", ordering_key=f"memory:slow:s-{n}") for n in range(12)
-    ]
+    backlog = _backlog(12)
     others = [
         new_job(f"local-{n}", kind="quick", ordering_key=f"memory:local:s-{n}") for n in range(3)
     ]
@@ -109,40 +133,42 @@ async def test_a_lane_with_a_backlog_leaves_slots_to_the_others(
     settings = WorkerSettings(concurrency=4, lease_seconds=LEASE)
     worker = make_worker(store, clock, {"slow": slow, "quick": quick}, owner="w", settings=settings)
     async with _running(worker, slow):
+        await _until("the other lanes' jobs, beside the backlog", lambda: len(ran) == len(others))
+        # They ran while the older backlog was held: it could not take every slot first.
+        assert slow.holding >= 2
+        await _until("the backlog in the slots nobody else needs", lambda: slow.holding == 4)
 
-        async def others_done() -> bool:
-            return len(ran) == len(others)
-
-        await eventually(others_done, what="the other lanes' jobs, beside the backlog")
-        assert slow.holding == 2  # half of the slots, held all along
-        slow.release.set()
+        # Every slot is the backlog's now; a job of another lane takes the next one freed.
+        await store.enqueue(
+            [new_job("late", kind="quick", ordering_key="events:s-9")], at=clock.now()
+        )
+        worker.wake()
+        slow.let_one_go()
+        await _until("the late job in the freed slot", lambda: "late" in ran)
+        assert backlog_started_before["late"] == 4  # the backlog did not take that slot first
+        await _until("the backlog back in every slot", lambda: slow.holding == 4)
+        slow.let_all_go()
         await _all_done(store, "slow", len(backlog))
-    assert sorted(ran) == sorted(job.idempotency_key for job in others)
-    assert slow.most == 2
+    assert sorted(ran) == sorted([job.idempotency_key for job in others] + ["late"])
+    assert slow.most == 4
     assert slow.started == len(backlog)
 
 
-async def test_a_worker_whose_due_jobs_are_all_held_back_sleeps(
+async def test_a_lane_alone_takes_every_slot_and_the_worker_then_sleeps(
     store: Store, clock: FakeClock
 ) -> None:
     slow = SlowLane()
-    backlog = [
-        new_job(f"slow-{n}", kind="slow", ordering_key=f"memory:slow:s-{n}") for n in range(6)
-    ]
+    backlog = _backlog(6)
     await store.enqueue(backlog, at=clock.now())
     counting = CountingClaims(store)
-    settings = WorkerSettings(concurrency=4, lane_slots=3, lease_seconds=LEASE)
+    settings = WorkerSettings(concurrency=4, lane_slots=2, lease_seconds=LEASE)
     worker = make_worker(cast(Store, counting), clock, {"slow": slow}, owner="w", settings=settings)
     # The fake clock never moves: only a finished job (or a wake-up) ends the idle sleep.
     async with _running(worker, slow):
-
-        async def lane_full() -> bool:
-            return slow.holding == 3
-
-        await eventually(lane_full, what="the lane's three slots taken")
+        await _until("every slot taken by the only lane with work", lambda: slow.holding == 4)
         claims = counting.claims
         await asyncio.sleep(0.3)
-        assert counting.claims == claims, "it kept claiming while only held-back jobs were due"
-        slow.release.set()
+        assert counting.claims == claims, "it kept claiming with every slot taken"
+        slow.let_all_go()
         await _all_done(store, "slow", len(backlog))
-    assert slow.most == 3
+    assert slow.most == 4

@@ -7,9 +7,10 @@ the job over. Retry decisions come from a pure `RetryPolicies`; the worker only
 persists them. A job that exhausts its policy becomes a dead letter.
 
 Jobs fall into lanes by their ordering key (`lane_of`: one memory provider's
-jobs, the hook events), and one lane holds at most `lane_slots` of the
-worker's slots: a provider working off a backlog after an outage leaves the
-other slots to the other providers and to the hooks.
+jobs, the hook events). A lane that holds `lane_slots` of the worker's slots
+is served only when no other lane has a job due: a provider working off a
+backlog after an outage takes the slots nobody else needs, and a job of
+another provider or of the hooks gets the next slot that frees.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class WorkerSettings:
     """How a worker claims and holds jobs."""
 
     concurrency: int = 8
-    # The most slots one lane may hold; None: half of `concurrency` (at least one).
+    # A lane's share: holding this many slots, it gets more only while no other lane has
+    # a job due. None: half of `concurrency` (at least one).
     lane_slots: int | None = None
     lease_seconds: float = 30.0
     # Upper bound of an idle sleep: other replicas' jobs are seen at least this often.
@@ -112,17 +114,21 @@ class Worker:
                 self._wake.clear()
                 limit, full = self._room()
                 claimed = await self._claim(limit, skip_lanes=full) if limit > 0 else []
-                for job in claimed:
+                more: list[Job] = []
+                free = self._settings.concurrency - len(self._running) - len(claimed)
+                if full and len(claimed) < limit and free > 0:
+                    # Nobody else has a job due: the lanes at their share may take the rest.
+                    more = await self._claim(free)
+                for job in claimed + more:
                     self._start(job)
-                if claimed and len(claimed) == limit:
-                    continue
-                # What is due may be only the held-back lanes' jobs: wait for a slot then.
-                await self._idle(stop, held_back=bool(full))
+                if (claimed and len(claimed) == limit) or (more and len(more) == free):
+                    continue  # there may be more due
+                await self._idle(stop)
         finally:
             await self._drain()
 
     def _room(self) -> tuple[int, list[str]]:
-        """How many jobs to claim now, and the lanes to leave alone (they hold their share).
+        """How many jobs to claim first, and the lanes to pass over (they hold their share).
 
         The limit keeps the fullest lane still open within its share even if every job
         claimed falls into it.
@@ -148,12 +154,12 @@ class Worker:
                 del self._busy[lane]
         self._wake.set()
 
-    async def _idle(self, stop: asyncio.Event, *, held_back: bool = False) -> None:
+    async def _idle(self, stop: asyncio.Event) -> None:
         delay = self._settings.poll_seconds
         due = await self._store.next_job_due()
         if due is not None:
             delay = min(delay, max(0.0, (due - self._clock.now()).total_seconds()))
-        if delay <= 0 and (held_back or len(self._running) >= self._settings.concurrency):
+        if delay <= 0 and len(self._running) >= self._settings.concurrency:
             delay = self._settings.poll_seconds
         await sleep_unless(self._clock, delay, self._wake, stop)
 
