@@ -256,8 +256,8 @@ class WorkerSettings(Section):
     """The outbox workers and the timers sweeper of this replica."""
 
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
-    # A lane (one memory provider, the hooks) holding this many of those gets more only
-    # while no other lane has a job due; unset: half.
+    # A lane (one memory provider, the hooks) holding this many of those is passed over
+    # while another lane has a job due; unset: half.
     lane_slots: Annotated[int, Field(ge=1, le=256)] | None = None
     # A replica that dies holds its jobs and timers this long before another takes them.
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0

@@ -1,4 +1,4 @@
-"""The worker's lanes: a backlog in one lane leaves the next free slot to the others."""
+"""The worker's lanes: a lane at its share leaves the next free slot to the others."""
 
 from __future__ import annotations
 
@@ -133,19 +133,23 @@ async def test_a_lane_with_a_backlog_leaves_slots_to_the_others(
     settings = WorkerSettings(concurrency=4, lease_seconds=LEASE)
     worker = make_worker(store, clock, {"slow": slow, "quick": quick}, owner="w", settings=settings)
     async with _running(worker, slow):
-        await _until("the other lanes' jobs, beside the backlog", lambda: len(ran) == len(others))
-        # They ran while the older backlog was held: it could not take every slot first.
-        assert slow.holding >= 2
-        await _until("the backlog in the slots nobody else needs", lambda: slow.holding == 4)
+        # The oldest jobs first: the backlog takes every slot before anything else is seen.
+        await _until("the backlog in every slot", lambda: slow.holding == 4)
+        slow.let_one_go()
+        await _until("the other lanes' jobs, through the slot freed", lambda: len(ran) == 5)
+        # The backlog, past its share, never took that slot back while others were due.
+        assert set(backlog_started_before.values()) == {4}
+        await _until("the backlog in the slot nobody else needs", lambda: slow.holding == 4)
 
         # Every slot is the backlog's now; a job of another lane takes the next one freed.
         await store.enqueue(
             [new_job("late", kind="quick", ordering_key="events:s-9")], at=clock.now()
         )
         worker.wake()
+        started = slow.started
         slow.let_one_go()
         await _until("the late job in the freed slot", lambda: "late" in ran)
-        assert backlog_started_before["late"] == 4  # the backlog did not take that slot first
+        assert backlog_started_before["late"] == started  # the backlog did not take it first
         await _until("the backlog back in every slot", lambda: slow.holding == 4)
         slow.let_all_go()
         await _all_done(store, "slow", len(backlog))

@@ -8,7 +8,7 @@ persists them. A job that exhausts its policy becomes a dead letter.
 
 Jobs fall into lanes by their ordering key (`lane_of`: one memory provider's
 jobs, the hook events). A lane that holds `lane_slots` of the worker's slots
-is served only when no other lane has a job due: a provider working off a
+is passed over while another lane has a job due: a provider working off a
 backlog after an outage takes the slots nobody else needs, and a job of
 another provider or of the hooks gets the next slot that frees.
 """
@@ -21,6 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sessiongate.clock import Clock, RandomSource, sleep_unless
 from sessiongate.errors import PermanentFailure
@@ -51,7 +52,7 @@ class WorkerSettings:
     """How a worker claims and holds jobs."""
 
     concurrency: int = 8
-    # A lane's share: holding this many slots, it gets more only while no other lane has
+    # A lane's share: holding this many slots, it is passed over while another lane has
     # a job due. None: half of `concurrency` (at least one).
     lane_slots: int | None = None
     lease_seconds: float = 30.0
@@ -84,6 +85,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._running: dict[asyncio.Task[None], str | None] = {}
         self._busy: Counter[str] = Counter()
+        # When a claim passing over the lanes at their share last found nothing else due.
+        self._others_idle_at: datetime | None = None
         slots = self._settings.lane_slots
         self._lane_slots = max(1, self._settings.concurrency // 2 if slots is None else slots)
 
@@ -93,6 +96,7 @@ class Worker:
 
     def wake(self) -> None:
         """Look for due jobs now (called when this process enqueued something)."""
+        self._others_idle_at = None  # what was enqueued may be another lane's
         self._wake.set()
 
     async def run_once(self) -> int:
@@ -116,9 +120,11 @@ class Worker:
                 claimed = await self._claim(limit, skip_lanes=full) if limit > 0 else []
                 more: list[Job] = []
                 free = self._settings.concurrency - len(self._running) - len(claimed)
-                if full and len(claimed) < limit and free > 0:
-                    # Nobody else has a job due: the lanes at their share may take the rest.
-                    more = await self._claim(free)
+                if full and len(claimed) < limit:
+                    self._others_idle_at = self._clock.now()
+                    if free > 0:
+                        # Nobody else has a job due: the lanes at their share take the rest.
+                        more = await self._claim(free)
                 for job in claimed + more:
                     self._start(job)
                 if (claimed and len(claimed) == limit) or (more and len(more) == free):
@@ -128,15 +134,26 @@ class Worker:
             await self._drain()
 
     def _room(self) -> tuple[int, list[str]]:
-        """How many jobs to claim first, and the lanes to pass over (they hold their share).
+        """How many jobs to claim, and the lanes to pass over (they hold their share).
 
-        The limit keeps the fullest lane still open within its share even if every job
-        claimed falls into it.
+        After a look found no other lane with a job due, the lanes are not passed over
+        again until a wake-up (a job enqueued here) or a poll later (one enqueued by
+        another replica): passing over a lane means reading past its backlog.
         """
         free = self._settings.concurrency - len(self._running)
-        full = [lane for lane, held in self._busy.items() if held >= self._lane_slots]
-        fullest = max((held for held in self._busy.values() if held < self._lane_slots), default=0)
-        return min(free, self._lane_slots - fullest), full
+        if self._others_idle():
+            return free, []
+        return free, [lane for lane, held in self._busy.items() if held >= self._lane_slots]
+
+    def _others_idle(self) -> bool:
+        """Whether no other lane had a job due when last looked, within a poll or a wake-up."""
+        seen = self._others_idle_at
+        if seen is None:
+            return False
+        if (self._clock.now() - seen).total_seconds() < self._settings.poll_seconds:
+            return True
+        self._others_idle_at = None
+        return False
 
     def _start(self, job: Job) -> None:
         lane = lane_of(job.ordering_key)

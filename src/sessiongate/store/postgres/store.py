@@ -346,7 +346,7 @@ class PostgresStore(PostgresLeases):
     ) -> list[Job]:
         """See `Outbox.claim_jobs`."""
         rows = await self._all(
-            queries.CLAIM_JOBS,
+            queries.CLAIM_JOBS_SKIPPING if skip_lanes else queries.CLAIM_JOBS,
             {
                 "owner": text(owner, "lease owner"),
                 "at": aware(at, "at"),
