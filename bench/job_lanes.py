@@ -28,16 +28,16 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lifecycle_support import outbox_idle, wait_for
 from sessiongate.clock import SystemClock, system_random
-from sessiongate.lifecycle.worker import Worker, WorkerSettings
+from sessiongate.lifecycle.worker import JobHandler, Worker, WorkerSettings
 from sessiongate.models import Job, JobState, NewJob
 from sessiongate.retry import RetryPolicies
-from sessiongate.store import open_store
+from sessiongate.store import Store, open_store
 
 CONCURRENCY = 8
 PROVIDER_LIMIT = 4
@@ -82,15 +82,7 @@ async def one_round(workdir: Path, lane_slots: int, args: argparse.Namespace) ->
     await store.enqueue(others, at=clock.now())
     for job in others:
         enqueued[job.idempotency_key] = started
-    worker = Worker(
-        store,
-        {"slow": slow, "quick": quick},
-        owner="bench",
-        clock=clock,
-        rand=system_random(),
-        retry=RetryPolicies(),
-        settings=WorkerSettings(concurrency=CONCURRENCY, lane_slots=lane_slots, poll_seconds=1),
-    )
+    worker = _worker(store, {"slow": slow, "quick": quick}, lane_slots)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     await asyncio.sleep(args.late)
@@ -136,15 +128,7 @@ async def drain_round(workdir: Path, lane_slots: int, sessions: int) -> float:
     async def work(job: Job) -> None:
         await asyncio.sleep(0.002)
 
-    worker = Worker(
-        store,
-        {"work": work},
-        owner="bench",
-        clock=clock,
-        rand=system_random(),
-        retry=RetryPolicies(),
-        settings=WorkerSettings(concurrency=CONCURRENCY, lane_slots=lane_slots, poll_seconds=1),
-    )
+    worker = _worker(store, {"work": work}, lane_slots)
     stop = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(worker.run(stop))
@@ -155,6 +139,18 @@ async def drain_round(workdir: Path, lane_slots: int, sessions: int) -> float:
     await store.close()
     assert drained, "the outbox did not drain"
     return rate
+
+
+def _worker(store: Store, handlers: Mapping[str, JobHandler], lane_slots: int) -> Worker:
+    return Worker(
+        store,
+        handlers,
+        owner="bench",
+        clock=SystemClock(),
+        rand=system_random(),
+        retry=RetryPolicies(),
+        settings=WorkerSettings(concurrency=CONCURRENCY, lane_slots=lane_slots, poll_seconds=1),
+    )
 
 
 def _quick_jobs(prefix: str, count: int) -> list[NewJob]:
