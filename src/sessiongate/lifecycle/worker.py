@@ -84,7 +84,6 @@ class Worker:
         self._settings = settings or WorkerSettings()
         self._wake = asyncio.Event()
         self._running: dict[asyncio.Task[None], str | None] = {}
-        self._busy: Counter[str] = Counter()
         # When a claim passing over the lanes at their share last found nothing else due.
         self._others_idle_at: datetime | None = None
         slots = self._settings.lane_slots
@@ -143,7 +142,8 @@ class Worker:
         free = self._settings.concurrency - len(self._running)
         if self._others_idle():
             return free, []
-        return free, [lane for lane, held in self._busy.items() if held >= self._lane_slots]
+        held = Counter(lane for lane in self._running.values() if lane is not None)
+        return free, [lane for lane, slots in held.items() if slots >= self._lane_slots]
 
     def _others_idle(self) -> bool:
         """Whether no other lane had a job due when last looked, within a poll or a wake-up."""
@@ -156,19 +156,12 @@ class Worker:
         return False
 
     def _start(self, job: Job) -> None:
-        lane = lane_of(job.ordering_key)
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
-        self._running[task] = lane
-        if lane is not None:
-            self._busy[lane] += 1
+        self._running[task] = lane_of(job.ordering_key)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        lane = self._running.pop(task, None)
-        if lane is not None:
-            self._busy[lane] -= 1
-            if self._busy[lane] <= 0:
-                del self._busy[lane]
+        self._running.pop(task, None)
         self._wake.set()
 
     async def _idle(self, stop: asyncio.Event) -> None:

@@ -65,7 +65,6 @@ class InlineReader:
             return operation(conn)
         except sqlite3.OperationalError as exc:
             if _would_wait(exc):
-                self._end_read(conn)
                 self.deferred += 1
                 return DEFERRED
             raise map_error(exc, self._path) from None
@@ -91,11 +90,6 @@ class InlineReader:
             with contextlib.suppress(SessionGateError):
                 self._conn = connect(self._path, read_only=True, busy_timeout_ms=0)
         return self._conn if self._thread == here else None
-
-    @staticmethod
-    def _end_read(conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            conn.rollback()
 
 
 def _would_wait(exc: sqlite3.OperationalError) -> bool:

@@ -37,7 +37,7 @@ def enqueue(conn: sqlite3.Connection, jobs: Sequence[Params]) -> list[int]:
 
 def claim(conn: sqlite3.Connection, params: Params) -> list[Job]:
     """Lease the due, unblocked jobs (the parameters of `CLAIM_JOBS`), oldest first."""
-    sql = queries.CLAIM_JOBS_SKIPPING if params["skip_lanes"] != "[]" else queries.CLAIM_JOBS
+    sql = queries.CLAIM_JOBS if params["skip_lanes"] is None else queries.CLAIM_JOBS_SKIPPING
     jobs = [job_from_row(row) for row in conn.execute(sql, params)]
     # RETURNING does not keep the inner ORDER BY.
     jobs.sort(key=lambda job: (job.run_after, job.id))

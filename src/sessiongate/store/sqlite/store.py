@@ -321,7 +321,7 @@ class SQLiteStore:
             "lease_expires_at": at_us + lease_micros(lease_seconds),
             "limit": max(0, limit),
             "kinds": None if kinds is None else json.dumps(list(kinds)),
-            "skip_lanes": json.dumps(list(skip_lanes)),
+            "skip_lanes": json.dumps(list(skip_lanes)) if skip_lanes else None,
         }
         return await self._writer.run(partial(outbox_sql.claim, params=params))
 
